@@ -1,0 +1,354 @@
+"""The store: the bank of registered hashes and the results of scans, in SQL.
+
+Every write that a retried job could repeat is an insert that ignores conflicts on a natural
+unique key, so doing it twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from hashsvc.errors import InputError, NotFound
+from hashsvc.settings import Settings
+from hashsvc.store import migrate
+from hashsvc.store.models import (BankChange, BankHash, Case, RegisteredImage, Scan, ScanFile,
+                                  ScanMatch, ScanProblem, utcnow)
+
+EXACT = ("sha256", "md5")
+
+
+def locator_hash(key: str) -> str:
+    """Fixed-length digest of a locator key, for unique indexes on very long paths."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True)
+class RegisterResult:
+    """What a registration changed."""
+
+    images_added: int
+    images_existing: int
+    hashes_added: int
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL and foreign keys for safe concurrent readers."""
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    """Bank and scan records behind narrow methods; the only code that writes SQL."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, settings: Settings, upgrade: bool = True) -> "Store":
+        """Open the configured database, bringing its schema up to date first."""
+        engine = make_engine(settings.db_url)
+        if upgrade:
+            migrate.upgrade(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        """Release connections."""
+        self.engine.dispose()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _insert(self, model: type) -> Any:
+        """A dialect-specific INSERT that supports ON CONFLICT DO NOTHING."""
+        dialect = self.engine.dialect.name
+        return (postgresql.insert(model) if dialect == "postgresql" else sqlite.insert(model))
+
+    def _insert_ignore(self, session: Session, model: Any, rows: Sequence[Mapping[str, Any]]
+                       ) -> list[Any]:
+        """Insert rows, ignoring those that already exist; returns the new rows' keys."""
+        if not rows:
+            return []
+        table = model.__table__
+        pk = list(table.primary_key.columns)[0]
+        stmt = self._insert(table).on_conflict_do_nothing().returning(pk)
+        return list(session.connection().execute(stmt, list(rows)).scalars())
+
+    # -- bank ------------------------------------------------------------------------------
+
+    def ensure_case(self, session: Session, ref: str) -> Case:
+        """The case with reference ``ref``, created if new."""
+        self._insert_ignore(session, Case, [{"ref": ref, "created_at": utcnow()}])
+        return session.execute(select(Case).where(Case.ref == ref)).scalar_one()
+
+    def register(self, case_ref: str, lines: Iterable[Mapping[str, Any]]) -> RegisterResult:
+        """Add hash lines (as ``hashsvc hash`` prints them) under ``case_ref``; idempotent."""
+        added = existing = hashes_added = 0
+        with self.sessions.begin() as session:
+            case = self.ensure_case(session, case_ref)
+            if case.withdrawn_at is not None:
+                raise InputError(f"case {case_ref} was withdrawn; register under a new case")
+            for line in lines:
+                new, count = self._register_one(session, case.id, line)
+                added += new
+                existing += 1 - new
+                hashes_added += count
+        return RegisterResult(added, existing, hashes_added)
+
+    def _register_one(self, session: Session, case_id: int, line: Mapping[str, Any]
+                      ) -> tuple[int, int]:
+        """Register one image's hashes; returns (1 if the image is new, hashes added)."""
+        sha256 = line["sha256"]
+        inserted = self._insert_ignore(session, RegisteredImage, [{
+            "case_id": case_id, "sha256": sha256, "md5": line.get("md5"),
+            "size": line.get("size"), "format": line.get("format"),
+            "width": line.get("width"), "height": line.get("height"), "created_at": utcnow(),
+        }])
+        image_id = session.execute(select(RegisteredImage.id).where(
+            RegisteredImage.case_id == case_id, RegisteredImage.sha256 == sha256)).scalar_one()
+        rows = [{"image_id": image_id, "algorithm": alg, "variant": variant, "value": value,
+                 "quality": quality}
+                for alg, variant, value, quality in hash_rows(line)]
+        new_ids = self._insert_ignore(session, BankHash, rows)
+        if new_ids:
+            new = session.execute(select(BankHash.id, BankHash.algorithm).where(
+                BankHash.id.in_(new_ids)).order_by(BankHash.id)).all()
+            self._insert_ignore(session, BankChange, [
+                {"hash_id": hid, "op": "add", "algorithm": alg, "at": utcnow()}
+                for hid, alg in new])
+        return (1 if inserted else 0), len(new_ids)
+
+    def withdraw_case(self, case_ref: str) -> int:
+        """Withdraw every hash of a case: they stop matching; a tombstone case row remains."""
+        with self.sessions.begin() as session:
+            case = session.execute(select(Case).where(Case.ref == case_ref)).scalar_one_or_none()
+            if case is None:
+                raise NotFound(f"no case {case_ref}")
+            image_ids = list(session.execute(select(RegisteredImage.id).where(
+                RegisteredImage.case_id == case.id)).scalars())
+            hashes = session.execute(select(BankHash.id, BankHash.algorithm).where(
+                BankHash.image_id.in_(image_ids))).all() if image_ids else []
+            self._insert_ignore(session, BankChange, [
+                {"hash_id": hid, "op": "remove", "algorithm": alg, "at": utcnow()}
+                for hid, alg in hashes])
+            if image_ids:
+                session.query(BankHash).filter(BankHash.image_id.in_(image_ids)).delete(
+                    synchronize_session=False)
+                session.query(RegisteredImage).filter(RegisteredImage.id.in_(image_ids)).delete(
+                    synchronize_session=False)
+            case.withdrawn_at = utcnow()
+            return len(image_ids)
+
+    def bank_cursor(self) -> int:
+        """The newest change sequence number (0 for an empty bank)."""
+        with self.sessions() as session:
+            return int(session.execute(select(func.max(BankChange.seq))).scalar() or 0)
+
+    def bank_hashes(self, algorithm: str, batch: int = 200_000
+                    ) -> Iterator[list[tuple[int, int, str]]]:
+        """Live hashes of one algorithm as batches of (hash id, image id, hex value)."""
+        last = 0
+        with self.sessions() as session:
+            while True:
+                rows = session.execute(
+                    select(BankHash.id, BankHash.image_id, BankHash.value)
+                    .where(BankHash.algorithm == algorithm, BankHash.id > last)
+                    .order_by(BankHash.id).limit(batch)).all()
+                if not rows:
+                    return
+                yield [(r[0], r[1], r[2]) for r in rows]
+                last = rows[-1][0]
+
+    def bank_changes(self, after: int, limit: int = 100_000
+                     ) -> list[tuple[int, int, str, str, int | None, str | None]]:
+        """Changes after cursor ``after``: (seq, hash id, op, algorithm, image id, value)."""
+        with self.sessions() as session:
+            rows = session.execute(
+                select(BankChange.seq, BankChange.hash_id, BankChange.op, BankChange.algorithm,
+                       BankHash.image_id, BankHash.value)
+                .outerjoin(BankHash, BankHash.id == BankChange.hash_id)
+                .where(BankChange.seq > after).order_by(BankChange.seq).limit(limit)).all()
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    def exact_lookup(self, algorithm: str, values: Sequence[str]) -> dict[str, list[int]]:
+        """Registered image ids whose exact hash equals each value."""
+        out: dict[str, list[int]] = {}
+        if not values:
+            return out
+        with self.sessions() as session:
+            for i in range(0, len(values), 500):
+                rows = session.execute(select(BankHash.value, BankHash.image_id).where(
+                    BankHash.algorithm == algorithm, BankHash.value.in_(values[i:i + 500]))).all()
+                for value, image_id in rows:
+                    out.setdefault(value, []).append(image_id)
+        return out
+
+    def image_details(self, image_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """For each image id: case reference and its hashes by algorithm and variant."""
+        ids = sorted(set(image_ids))
+        out: dict[int, dict[str, Any]] = {}
+        if not ids:
+            return out
+        with self.sessions() as session:
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                for image_id, ref in session.execute(
+                        select(RegisteredImage.id, Case.ref).join(Case)
+                        .where(RegisteredImage.id.in_(chunk))):
+                    out[image_id] = {"case": ref, "hashes": {}}
+                for image_id, alg, variant, value in session.execute(
+                        select(BankHash.image_id, BankHash.algorithm, BankHash.variant,
+                               BankHash.value).where(BankHash.image_id.in_(chunk))):
+                    if image_id in out:
+                        out[image_id]["hashes"].setdefault(alg, {})[variant] = value
+        return out
+
+    def bank_stats(self) -> dict[str, Any]:
+        """Counts of cases, images and hashes by algorithm."""
+        with self.sessions() as session:
+            by_alg = dict(session.execute(select(BankHash.algorithm, func.count())
+                                          .group_by(BankHash.algorithm)).all())
+            return {
+                "cases": session.execute(select(func.count()).select_from(Case)
+                                         .where(Case.withdrawn_at.is_(None))).scalar(),
+                "images": session.execute(select(func.count())
+                                          .select_from(RegisteredImage)).scalar(),
+                "hashes": by_alg,
+                "cursor": session.execute(select(func.max(BankChange.seq))).scalar() or 0,
+            }
+
+    # -- scans -----------------------------------------------------------------------------
+
+    def create_scan(self, source: str, label: str | None, settings: Mapping[str, Any],
+                    scan_id: str | None = None) -> str:
+        """Record a new scan and return its id."""
+        scan_id = scan_id or str(uuid.uuid4())
+        with self.sessions.begin() as session:
+            self._insert_ignore(session, Scan, [{
+                "id": scan_id, "source": source, "label": label, "state": "queued",
+                "created_at": utcnow(), "settings": dict(settings)}])
+        return scan_id
+
+    def set_scan_state(self, scan_id: str, state: str, bank_cursor: int | None = None) -> None:
+        """Move a scan to ``state`` (running, done, failed, cancelled), stamping the time."""
+        values: dict[str, Any] = {"state": state}
+        if state == "running":
+            values["started_at"] = utcnow()
+        if state in ("done", "failed", "cancelled"):
+            values["finished_at"] = utcnow()
+        if bank_cursor is not None:
+            values["bank_cursor"] = bank_cursor
+        with self.sessions.begin() as session:
+            session.execute(update(Scan).where(Scan.id == scan_id).values(**values))
+
+    def get_scan(self, scan_id: str) -> Scan:
+        """The scan row, or :class:`NotFound`."""
+        with self.sessions() as session:
+            scan = session.get(Scan, scan_id)
+            if scan is None:
+                raise NotFound(f"no scan {scan_id}")
+            return scan
+
+    def record_results(self, scan_id: str, files: Sequence[Mapping[str, Any]],
+                       matches: Sequence[Mapping[str, Any]],
+                       problems: Sequence[Mapping[str, Any]]) -> None:
+        """Write one batch of results in one transaction; repeating it changes nothing."""
+        with self.sessions.begin() as session:
+            self._insert_ignore(session, ScanFile, [{"scan_id": scan_id, **f} for f in files])
+            self._insert_ignore(session, ScanMatch, [{"scan_id": scan_id, **m} for m in matches])
+            self._insert_ignore(session, ScanProblem,
+                                [{"scan_id": scan_id, **p} for p in problems])
+
+    def scan_counts(self, scan_id: str) -> dict[str, Any]:
+        """Files by status, matches, errors and skipped files by reason."""
+        with self.sessions() as session:
+            by_status = dict(session.execute(
+                select(ScanFile.status, func.count()).where(ScanFile.scan_id == scan_id)
+                .group_by(ScanFile.status)).all())
+            skipped = dict(session.execute(
+                select(ScanProblem.reason, func.count())
+                .where(ScanProblem.scan_id == scan_id, ScanProblem.skipped.is_(True))
+                .group_by(ScanProblem.reason)).all())
+            errors = session.execute(select(func.count()).select_from(ScanProblem).where(
+                ScanProblem.scan_id == scan_id, ScanProblem.skipped.is_(False))).scalar()
+            matched_files = session.execute(
+                select(func.count(func.distinct(ScanMatch.locator_hash)))
+                .where(ScanMatch.scan_id == scan_id)).scalar()
+        return {"by_status": by_status, "skipped": skipped, "errors": errors or 0,
+                "matched_files": matched_files or 0}
+
+    def scan_matches(self, scan_id: str) -> list[tuple[ScanMatch, ScanFile]]:
+        """Matches of a scan with the file each one is about, in path order."""
+        with self.sessions() as session:
+            rows = session.execute(
+                select(ScanMatch, ScanFile)
+                .join(ScanFile, (ScanFile.scan_id == ScanMatch.scan_id)
+                      & (ScanFile.locator_hash == ScanMatch.locator_hash))
+                .where(ScanMatch.scan_id == scan_id)
+                .order_by(ScanFile.path, ScanMatch.distance, ScanMatch.image_id)).all()
+        return [(m, f) for m, f in rows]
+
+    def scan_problems(self, scan_id: str, skipped: bool = False) -> list[ScanProblem]:
+        """Errors (or skips) of a scan in path order."""
+        with self.sessions() as session:
+            return list(session.execute(
+                select(ScanProblem).where(ScanProblem.scan_id == scan_id,
+                                          ScanProblem.skipped.is_(skipped))
+                .order_by(ScanProblem.path, ScanProblem.stage)).scalars())
+
+
+def hash_rows(line: Mapping[str, Any]) -> list[tuple[str, str, str, int | None]]:
+    """(algorithm, variant, value, quality) rows of a hash line, validated."""
+    from hashsvc.hashing import ALGORITHMS
+
+    bits = {a.name: a.bits for a in ALGORITHMS}
+    rows: list[tuple[str, str, str, int | None]] = []
+    for alg, hex_len in (("sha256", 64), ("md5", 32)):
+        if line.get(alg):
+            rows.append((alg, "orig", _check_hex(line[alg], hex_len, alg), None))
+    quality = line.get("quality") or {}
+    for alg, value in (line.get("hashes") or {}).items():
+        if alg not in bits:
+            raise InputError(f"unknown hash algorithm {alg!r}")
+        rows.append((alg, "orig", _check_hex(value, bits[alg] // 4, alg), quality.get(alg)))
+    for alg, variants in (line.get("variants") or {}).items():
+        if alg not in bits:
+            raise InputError(f"unknown hash algorithm {alg!r}")
+        for variant, value in variants.items():
+            if variant != "orig":
+                rows.append((alg, str(variant)[:16], _check_hex(value, bits[alg] // 4, alg),
+                             quality.get(alg)))
+    return rows
+
+
+def _check_hex(value: Any, length: int, name: str) -> str:
+    """Lower-case hex of the expected length, or :class:`InputError`."""
+    if not isinstance(value, str) or len(value) != length:
+        raise InputError(f"{name}: expected {length} hex digits")
+    try:
+        int(value, 16)
+    except ValueError as exc:
+        raise InputError(f"{name}: not hexadecimal") from exc
+    return value.lower()
+
+
+__all__ = ["Store", "RegisterResult", "locator_hash", "hash_rows", "make_engine"]

@@ -1,0 +1,146 @@
+"""SQLAlchemy models of the bank (cases, registered images, hashes) and of scans."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String,
+                        Text, UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for large banks.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, for default column values."""
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    """Declarative base; naming convention keeps constraint names stable across databases."""
+
+
+Base.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Case(Base):
+    """A victim's case, known to hashsvc only by its pseudonymous reference."""
+
+    __tablename__ = "cases"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    ref: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RegisteredImage(Base):
+    """One image registered under a case: its exact hashes and facts, never its pixels."""
+
+    __tablename__ = "registered_images"
+    __table_args__ = (UniqueConstraint("case_id", "sha256"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    md5: Mapped[str | None] = mapped_column(String(32))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    format: Mapped[str | None] = mapped_column(String(16))
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class BankHash(Base):
+    """One hash value of a registered image: an algorithm, an orientation variant, a value."""
+
+    __tablename__ = "bank_hashes"
+    __table_args__ = (
+        UniqueConstraint("image_id", "algorithm", "variant"),
+        Index("ix_bank_hashes_algorithm_value", "algorithm", "value"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("registered_images.id"))
+    algorithm: Mapped[str] = mapped_column(String(16))
+    variant: Mapped[str] = mapped_column(String(16), default="orig")
+    value: Mapped[str] = mapped_column(String(64))
+    quality: Mapped[int | None] = mapped_column(Integer)
+
+
+class BankChange(Base):
+    """Append-only feed of additions and withdrawals: the cursor that keeps indexes current."""
+
+    __tablename__ = "bank_changes"
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True)
+    hash_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    op: Mapped[str] = mapped_column(String(8))  # "add" or "remove"
+    algorithm: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Scan(Base):
+    """One scan of one evidence source."""
+
+    __tablename__ = "scans"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    source: Mapped[str] = mapped_column(Text)
+    label: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    settings: Mapped[dict | None] = mapped_column(JSON)
+    bank_cursor: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class ScanFile(Base):
+    """One file examined by a scan (an image, another file, or a container)."""
+
+    __tablename__ = "scan_files"
+    __table_args__ = (UniqueConstraint("scan_id", "locator_hash"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    scan_id: Mapped[str] = mapped_column(ForeignKey("scans.id"))
+    locator_hash: Mapped[str] = mapped_column(String(64))
+    locator: Mapped[str] = mapped_column(Text)  # Locator.key(): the chain of links as JSON
+    path: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # hashed, not-image, container, error
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    md5: Mapped[str | None] = mapped_column(String(32))
+    format: Mapped[str | None] = mapped_column(String(16))
+    hashes: Mapped[dict | None] = mapped_column(JSON)
+
+
+class ScanMatch(Base):
+    """A scanned file that matched a registered image under the decision rule."""
+
+    __tablename__ = "scan_matches"
+    __table_args__ = (UniqueConstraint("scan_id", "locator_hash", "image_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    scan_id: Mapped[str] = mapped_column(ForeignKey("scans.id"), index=True)
+    locator_hash: Mapped[str] = mapped_column(String(64))
+    image_id: Mapped[int] = mapped_column(BigInteger)
+    case_ref: Mapped[str] = mapped_column(String(64))
+    algorithm: Mapped[str] = mapped_column(String(16))
+    distance: Mapped[int] = mapped_column(Integer)
+    distances: Mapped[dict] = mapped_column(JSON)
+    variant: Mapped[str | None] = mapped_column(String(16))
+
+
+class ScanProblem(Base):
+    """A file a scan could not read or decode (an error), or skipped on purpose (counted)."""
+
+    __tablename__ = "scan_problems"
+    __table_args__ = (UniqueConstraint("scan_id", "locator_hash", "stage"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    scan_id: Mapped[str] = mapped_column(ForeignKey("scans.id"), index=True)
+    locator_hash: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(Text)
+    stage: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+    skipped: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str | None] = mapped_column(String(32))
