@@ -57,7 +57,9 @@ class Locator:
 
     def key(self) -> str:
         """Stable, unique string for the database (unique per scan and locator)."""
-        return json.dumps([[l.kind, l.name] for l in self.links], ensure_ascii=False,
+        # ASCII escapes keep names that are not valid UTF-8 (surrogate-escaped bytes from the
+        # file system) storable in any database, and round-trip through from_key.
+        return json.dumps([[l.kind, l.name] for l in self.links], ensure_ascii=True,
                           separators=(",", ":"))
 
     def to_list(self) -> list[dict[str, object]]:

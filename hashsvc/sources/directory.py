@@ -1,0 +1,156 @@
+"""The directory reader: a sorted, recursive walk of a folder (or one file) on disk.
+
+Symbolic links are never followed and device files, FIFOs and sockets are never opened (opening
+a FIFO blocks). A regular file whose first bytes show an archive is walked as one, streamed from
+disk; any other regular file becomes an Entry that a worker process can read by its path.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from functools import partial
+from typing import BinaryIO
+
+from hashsvc.errors import LimitExceeded, SourceError
+from hashsvc.locators import Link, Locator
+from hashsvc.sources.archives import SKIP_MESSAGES, sniff_container, walk_container
+from hashsvc.sources.base import Entry, FileInfo, Limits, Problem, Walk
+from hashsvc.sources.streams import HEAD_BYTES, Budget
+
+# O_NOFOLLOW and the S_ISREG check close the gap between listing a name and opening it, in which
+# a file could be swapped for a link or a FIFO; O_NONBLOCK keeps such a FIFO from blocking open().
+_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+               | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0))
+
+_Listing = Iterator[tuple[str, os.DirEntry[str]] | Problem]
+
+
+def fs_locator(relpath: str) -> Locator:
+    """The locator of a file on disk: one 'fs' link with its path relative to the source."""
+    return Locator((Link("fs", relpath),))
+
+
+def _os_message(exc: OSError) -> str:
+    """The reason of an OS error without the absolute path (the locator names the file)."""
+    return exc.strerror or str(exc)
+
+
+def open_regular(path: str) -> BinaryIO:
+    """Open a regular file for reading without following a link; refuse anything else."""
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SourceError("not a regular file any more (changed during the scan); not read")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_fs_file(path: str, limits: Limits) -> bytes:
+    """The bytes of a regular file, refusing one over ``max_file_bytes``."""
+    try:
+        with open_regular(path) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > limits.max_file_bytes:
+                raise LimitExceeded(f"file is {size} bytes, more than max_file_bytes="
+                                    f"{limits.max_file_bytes}; not read")
+            data = fh.read(limits.max_file_bytes + 1)
+    except OSError as exc:
+        raise SourceError(_os_message(exc)) from exc
+    if len(data) > limits.max_file_bytes:
+        raise LimitExceeded(f"file grew past max_file_bytes={limits.max_file_bytes} while "
+                            "being read; not read")
+    return data
+
+
+def walk_fs_file(path: str, locator: Locator, limits: Limits) -> Walk:
+    """Walk one regular file: an archive's members, or the file itself as an Entry."""
+    try:
+        fh = open_regular(path)
+    except (OSError, SourceError) as exc:
+        message = _os_message(exc) if isinstance(exc, OSError) else str(exc)
+        yield Problem(locator, "read", message)
+        return
+    with fh:
+        try:
+            st = os.fstat(fh.fileno())
+            reader = sniff_container(fh.read(HEAD_BYTES))
+            fh.seek(0)
+        except OSError as exc:
+            yield Problem(locator, "read", _os_message(exc))
+            return
+        info = FileInfo(locator, st.st_size, st.st_mtime)
+        if reader is not None:
+            budget = Budget(limits.max_expanded_bytes)
+            yield from walk_container(reader, fh, info, limits, 1, budget)
+            return
+    yield Entry(info, partial(read_fs_file, path, limits), fs_path=path)
+
+
+def _kind(entry: os.DirEntry[str]) -> str:
+    """'dir', 'file', 'symlink' or 'special-file', never following a link."""
+    if entry.is_symlink():
+        return "symlink"
+    if entry.is_dir(follow_symlinks=False):
+        return "dir"
+    if entry.is_file(follow_symlinks=False):
+        return "file"
+    return "special-file"
+
+
+def _listing(path: str, relpath: str) -> _Listing:
+    """The entries of one directory sorted by name, or a Problem if it cannot be listed."""
+    try:
+        with os.scandir(path) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        yield Problem(fs_locator(relpath), "enumerate", _os_message(exc))
+        return
+    for entry in entries:
+        yield (f"{relpath}/{entry.name}" if relpath else entry.name), entry
+
+
+def walk_directory(root: str, limits: Limits) -> Walk:
+    """Walk a directory depth-first in name order (an explicit stack: trees can be deep)."""
+    stack = [_listing(os.path.abspath(root), "")]
+    while stack:
+        step = next(stack[-1], None)
+        if step is None:
+            stack.pop()
+            continue
+        if isinstance(step, Problem):
+            yield step
+            continue
+        relpath, entry = step
+        loc = fs_locator(relpath)
+        try:
+            kind = _kind(entry)
+        except OSError as exc:  # vanished, or not permitted to stat
+            yield Problem(loc, "enumerate", _os_message(exc))
+            continue
+        if kind == "dir":
+            stack.append(_listing(entry.path, relpath))
+        elif kind == "file":
+            yield from walk_fs_file(entry.path, loc, limits)
+        else:
+            yield Problem(loc, "enumerate", SKIP_MESSAGES[kind], skipped=True, reason=kind)
+
+
+def walk_file(path: str, limits: Limits) -> Walk:
+    """Walk a source that is a single file; the analyst named it, so a link to it is followed."""
+    loc = fs_locator(os.path.basename(path) or path)
+    real = os.path.realpath(path)
+    try:
+        mode = os.stat(real).st_mode
+    except OSError as exc:
+        yield Problem(loc, "enumerate", _os_message(exc))
+        return
+    if not stat.S_ISREG(mode):
+        yield Problem(loc, "enumerate", SKIP_MESSAGES["special-file"], skipped=True,
+                      reason="special-file")
+        return
+    yield from walk_fs_file(real, loc, limits)
