@@ -28,6 +28,7 @@ class Settings:
     redis_url: str
     workers: int
     chunk_size: int
+    heif_thumbnails: bool
     decision_rule: str
     pdq_threshold: int
     pdq_support_threshold: int

@@ -49,7 +49,8 @@ def test_withdraw_erases_and_feeds_removals(any_store: Store) -> None:
     cursor = any_store.bank_cursor()
     assert any_store.withdraw_case("A") == 1
     changes = any_store.bank_changes(cursor)
-    assert {c[2] for c in changes} == {"remove"} and len(changes) == 6
+    assert {c.op for c in changes} == {"remove"} and len(changes) == 6
+    assert {c.image_id for c in changes} == {1} and {c.value for c in changes} == {None}
     assert any_store.exact_lookup("sha256", [line(1)["sha256"]]) == {}
     assert any_store.bank_stats()["images"] == 1
     with pytest.raises(InputError):
@@ -77,6 +78,7 @@ def test_scan_results_are_idempotent(any_store: Store) -> None:
     ({"sha256": "0" * 64, "hashes": {"pdq": "abc"}}, "pdq"),
     ({"sha256": "0" * 64, "hashes": {"nope": "00"}}, "unknown"),
     ({"sha256": "0" * 64, "hashes": {"phash": "g" * 16}}, "hexadecimal"),
+    ({"sha256": "0" * 64, "variants": {"pdq": {"sideways": "0" * 64}}}, "variant"),
 ])
 def test_hash_rows_validate(bad: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):

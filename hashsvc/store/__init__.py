@@ -31,6 +31,18 @@ def locator_hash(key: str) -> str:
 
 
 @dataclass(frozen=True)
+class BankChangeRow:
+    """One entry of the bank's change feed."""
+
+    seq: int
+    op: str  # "add" or "remove"
+    algorithm: str
+    image_id: int
+    variant: str
+    value: str | None
+
+
+@dataclass(frozen=True)
 class RegisterResult:
     """What a registration changed."""
 
@@ -130,11 +142,12 @@ class Store:
                 for alg, variant, value, quality in hash_rows(line)]
         new_ids = self._insert_ignore(session, BankHash, rows)
         if new_ids:
-            new = session.execute(select(BankHash.id, BankHash.algorithm).where(
-                BankHash.id.in_(new_ids)).order_by(BankHash.id)).all()
+            new = session.execute(select(BankHash.id, BankHash.algorithm, BankHash.variant)
+                                  .where(BankHash.id.in_(new_ids)).order_by(BankHash.id)).all()
             self._insert_ignore(session, BankChange, [
-                {"hash_id": hid, "op": "add", "algorithm": alg, "at": utcnow()}
-                for hid, alg in new])
+                {"hash_id": hid, "op": "add", "algorithm": alg, "image_id": image_id,
+                 "variant": variant, "at": utcnow()}
+                for hid, alg, variant in new])
         return (1 if inserted else 0), len(new_ids)
 
     def withdraw_case(self, case_ref: str) -> int:
@@ -145,11 +158,14 @@ class Store:
                 raise NotFound(f"no case {case_ref}")
             image_ids = list(session.execute(select(RegisteredImage.id).where(
                 RegisteredImage.case_id == case.id)).scalars())
-            hashes = session.execute(select(BankHash.id, BankHash.algorithm).where(
-                BankHash.image_id.in_(image_ids))).all() if image_ids else []
+            hashes = session.execute(
+                select(BankHash.id, BankHash.algorithm, BankHash.image_id, BankHash.variant)
+                .where(BankHash.image_id.in_(image_ids)).order_by(BankHash.id)
+            ).all() if image_ids else []
             self._insert_ignore(session, BankChange, [
-                {"hash_id": hid, "op": "remove", "algorithm": alg, "at": utcnow()}
-                for hid, alg in hashes])
+                {"hash_id": hid, "op": "remove", "algorithm": alg, "image_id": image_id,
+                 "variant": variant, "at": utcnow()}
+                for hid, alg, image_id, variant in hashes])
             if image_ids:
                 session.query(BankHash).filter(BankHash.image_id.in_(image_ids)).delete(
                     synchronize_session=False)
@@ -164,30 +180,35 @@ class Store:
             return int(session.execute(select(func.max(BankChange.seq))).scalar() or 0)
 
     def bank_hashes(self, algorithm: str, batch: int = 200_000
-                    ) -> Iterator[list[tuple[int, int, str]]]:
-        """Live hashes of one algorithm as batches of (hash id, image id, hex value)."""
+                    ) -> Iterator[list[tuple[int, int, str, str]]]:
+        """Live hashes of one algorithm as batches of (hash id, image id, variant, hex value)."""
         last = 0
         with self.sessions() as session:
             while True:
                 rows = session.execute(
-                    select(BankHash.id, BankHash.image_id, BankHash.value)
+                    select(BankHash.id, BankHash.image_id, BankHash.variant, BankHash.value)
                     .where(BankHash.algorithm == algorithm, BankHash.id > last)
                     .order_by(BankHash.id).limit(batch)).all()
                 if not rows:
                     return
-                yield [(r[0], r[1], r[2]) for r in rows]
+                yield [(r[0], r[1], r[2], r[3]) for r in rows]
                 last = rows[-1][0]
 
-    def bank_changes(self, after: int, limit: int = 100_000
-                     ) -> list[tuple[int, int, str, str, int | None, str | None]]:
-        """Changes after cursor ``after``: (seq, hash id, op, algorithm, image id, value)."""
+    def count_hashes(self, algorithm: str) -> int:
+        """How many live hashes of one algorithm the bank holds."""
+        with self.sessions() as session:
+            return int(session.execute(select(func.count()).select_from(BankHash)
+                                       .where(BankHash.algorithm == algorithm)).scalar() or 0)
+
+    def bank_changes(self, after: int, limit: int = 100_000) -> list[BankChangeRow]:
+        """Changes after cursor ``after``, oldest first (value is None once withdrawn)."""
         with self.sessions() as session:
             rows = session.execute(
-                select(BankChange.seq, BankChange.hash_id, BankChange.op, BankChange.algorithm,
-                       BankHash.image_id, BankHash.value)
+                select(BankChange.seq, BankChange.op, BankChange.algorithm, BankChange.image_id,
+                       BankChange.variant, BankHash.value)
                 .outerjoin(BankHash, BankHash.id == BankChange.hash_id)
                 .where(BankChange.seq > after).order_by(BankChange.seq).limit(limit)).all()
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [BankChangeRow(*r) for r in rows]
 
     def exact_lookup(self, algorithm: str, values: Sequence[str]) -> dict[str, list[int]]:
         """Registered image ids whose exact hash equals each value."""
@@ -318,7 +339,7 @@ class Store:
 
 def hash_rows(line: Mapping[str, Any]) -> list[tuple[str, str, str, int | None]]:
     """(algorithm, variant, value, quality) rows of a hash line, validated."""
-    from hashsvc.hashing import ALGORITHMS
+    from hashsvc.hashing import ALGORITHMS, VARIANT_CODES
 
     bits = {a.name: a.bits for a in ALGORITHMS}
     rows: list[tuple[str, str, str, int | None]] = []
@@ -334,8 +355,10 @@ def hash_rows(line: Mapping[str, Any]) -> list[tuple[str, str, str, int | None]]
         if alg not in bits:
             raise InputError(f"unknown hash algorithm {alg!r}")
         for variant, value in variants.items():
+            if variant not in VARIANT_CODES:
+                raise InputError(f"unknown variant {variant!r} of {alg}")
             if variant != "orig":
-                rows.append((alg, str(variant)[:16], _check_hex(value, bits[alg] // 4, alg),
+                rows.append((alg, variant, _check_hex(value, bits[alg] // 4, alg),
                              quality.get(alg)))
     return rows
 
@@ -351,4 +374,4 @@ def _check_hex(value: Any, length: int, name: str) -> str:
     return value.lower()
 
 
-__all__ = ["Store", "RegisterResult", "locator_hash", "hash_rows", "make_engine"]
+__all__ = ["Store", "RegisterResult", "BankChangeRow", "locator_hash", "hash_rows", "make_engine"]

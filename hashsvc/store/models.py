@@ -79,6 +79,9 @@ class BankChange(Base):
     hash_id: Mapped[int] = mapped_column(BigInteger, index=True)
     op: Mapped[str] = mapped_column(String(8))  # "add" or "remove"
     algorithm: Mapped[str] = mapped_column(String(16))
+    # Kept here because a withdrawal erases the hash row; indexes need both to drop the entry.
+    image_id: Mapped[int] = mapped_column(BigInteger)
+    variant: Mapped[str] = mapped_column(String(16))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -113,6 +116,7 @@ class ScanFile(Base):
     md5: Mapped[str | None] = mapped_column(String(32))
     format: Mapped[str | None] = mapped_column(String(16))
     hashes: Mapped[dict | None] = mapped_column(JSON)
+    from_thumbnail: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class ScanMatch(Base):

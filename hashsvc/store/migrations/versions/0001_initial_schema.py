@@ -22,6 +22,8 @@ def upgrade() -> None:
     sa.Column('hash_id', sa.BigInteger(), nullable=False),
     sa.Column('op', sa.String(length=8), nullable=False),
     sa.Column('algorithm', sa.String(length=16), nullable=False),
+    sa.Column('image_id', sa.BigInteger(), nullable=False),
+    sa.Column('variant', sa.String(length=16), nullable=False),
     sa.Column('at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('seq', name=op.f('pk_bank_changes'))
     )
@@ -77,6 +79,7 @@ def upgrade() -> None:
     sa.Column('md5', sa.String(length=32), nullable=True),
     sa.Column('format', sa.String(length=16), nullable=True),
     sa.Column('hashes', sa.JSON(), nullable=True),
+    sa.Column('from_thumbnail', sa.Boolean(), nullable=False),
     sa.ForeignKeyConstraint(['scan_id'], ['scans.id'], name=op.f('fk_scan_files_scan_id_scans')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_scan_files')),
     sa.UniqueConstraint('scan_id', 'locator_hash', name=op.f('uq_scan_files_scan_id_locator_hash'))

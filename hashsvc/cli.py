@@ -1,0 +1,304 @@
+"""The ``hashsvc`` command line: hash, register, scan, withdraw, demo and store maintenance."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator, TextIO
+
+import click
+
+from hashsvc import __version__
+from hashsvc.errors import HashsvcError, InputError
+from hashsvc.settings import Settings, load_settings
+
+
+class Context:
+    """Per-invocation state: settings and a lazily opened store."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._store: Any = None
+
+    @property
+    def store(self) -> Any:
+        """The store, opened (and migrated) on first use."""
+        if self._store is None:
+            from hashsvc.store import Store
+
+            self._store = Store.open(self.settings)
+        return self._store
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="hashsvc")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder of the embedded store (default: $HASHSVC_DATA_DIR or per-user).")
+@click.pass_context
+def main(ctx: click.Context, data_dir: str | None) -> None:
+    """Register image hashes for victims and find matching files in seized evidence."""
+    try:
+        settings = load_settings(data_dir=data_dir)
+    except HashsvcError as exc:
+        raise click.ClickException(str(exc)) from exc
+    ctx.obj = Context(settings)
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    """A CLI error with hashsvc's message and no traceback."""
+    return click.ClickException(str(exc))
+
+
+# -- hash ------------------------------------------------------------------------------------
+
+def _expand(paths: Iterable[str]) -> Iterator[str]:
+    """Files named, and the files inside folders named, in a stable order."""
+    for path in paths:
+        if os.path.isdir(path):
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                for name in sorted(files):
+                    yield os.path.join(root, name)
+        else:
+            yield path
+
+
+def hash_line(path: str, with_variants: bool, max_pixels: int) -> dict[str, Any]:
+    """The JSON object ``hashsvc hash`` prints for one file (with "error" on failure)."""
+    from hashsvc.hashing import hash_bytes
+
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        return {"file": path, "error": exc.strerror or str(exc), "stage": "read"}
+    try:
+        hs = hash_bytes(data, max_pixels, with_variants)
+    except HashsvcError as exc:
+        return {"file": path, "error": str(exc), "stage": "decode"}
+    return {"file": path, **hs.to_json()}
+
+
+def _hash_one(args: tuple[str, bool, int]) -> dict[str, Any]:
+    """Process-pool entry for :func:`hash_line`."""
+    return hash_line(*args)
+
+
+@main.command("hash")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--no-variants", is_flag=True,
+              help="Leave out the rotated/mirrored PDQ variants (rotated copies then miss).")
+@click.option("--workers", type=int, default=None, help="Processes (default: every core).")
+@pass_ctx
+def hash_cmd(ctx: Context, files: tuple[str, ...], no_variants: bool, workers: int | None
+             ) -> None:
+    """Hash image files locally and print one JSON line per file; no image leaves the device."""
+    from hashsvc.pipeline import make_pool
+
+    paths = list(_expand(files))
+    jobs = [(p, not no_variants, ctx.settings.max_image_pixels) for p in paths]
+    n = workers or ctx.settings.worker_count
+    if n <= 1 or len(jobs) < 4:
+        failed = _print_lines(map(_hash_one, jobs), sys.stdout, len(jobs))
+    else:
+        with make_pool(n) as pool:
+            failed = _print_lines(pool.map(_hash_one, jobs, chunksize=4), sys.stdout, len(jobs))
+    if failed:
+        click.echo(f"hashsvc hash: {failed} of {len(jobs)} files could not be hashed", err=True)
+        sys.exit(1)
+
+
+def _print_lines(results: Iterable[dict[str, Any]], out: TextIO, total: int) -> int:
+    """Print hash lines with a progress bar on stderr; returns how many failed."""
+    from tqdm import tqdm
+
+    failed = 0
+    for line in tqdm(results, total=total, unit="file", file=sys.stderr, disable=total < 2,
+                     leave=False):
+        failed += "error" in line
+        out.write(json.dumps(line, ensure_ascii=False) + "\n")
+    out.flush()
+    return failed
+
+
+# -- register / withdraw ----------------------------------------------------------------------
+
+def read_hash_lines(stream: TextIO) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-empty line; malformed lines raise InputError."""
+    for number, raw in enumerate(stream, 1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"line {number}: not JSON ({exc.msg})") from exc
+        if not isinstance(obj, dict):
+            raise InputError(f"line {number}: expected a JSON object")
+        yield number, obj
+
+
+@main.command()
+@click.option("--case", "case_ref", required=True, help="Case reference, e.g. RPH-2025-0042.")
+@click.argument("hashfile", type=click.File("r", encoding="utf-8"))
+@pass_ctx
+def register(ctx: Context, case_ref: str, hashfile: TextIO) -> None:
+    """Add the lines of HASHFILE (as `hashsvc hash` prints them; '-' for stdin) to the bank."""
+    try:
+        lines, skipped = [], 0
+        for number, obj in read_hash_lines(hashfile):
+            if "error" in obj:
+                skipped += 1
+                continue
+            if not obj.get("sha256"):
+                raise InputError(f"line {number}: no sha256")
+            lines.append(obj)
+        result = ctx.store.register(_check_case_ref(case_ref), lines)
+    except HashsvcError as exc:
+        raise _fail(exc) from exc
+    summary = {"case": case_ref, "images_added": result.images_added,
+               "images_already_registered": result.images_existing,
+               "hashes_added": result.hashes_added, "lines_with_errors_skipped": skipped}
+    click.echo(json.dumps(summary))
+
+
+def _check_case_ref(ref: str) -> str:
+    """A case reference: short, printable, no whitespace."""
+    if not ref or len(ref) > 64 or not ref.isprintable() or any(c.isspace() for c in ref):
+        raise InputError("a case reference is 1-64 printable characters without spaces")
+    return ref
+
+
+@main.command()
+@click.option("--case", "case_ref", required=True)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_ctx
+def withdraw(ctx: Context, case_ref: str, yes: bool) -> None:
+    """Withdraw every hash of a case: they stop matching and are erased."""
+    if not yes:
+        click.confirm(f"Withdraw all hashes of case {case_ref}?", abort=True)
+    try:
+        n = ctx.store.withdraw_case(case_ref)
+    except HashsvcError as exc:
+        raise _fail(exc) from exc
+    click.echo(json.dumps({"case": case_ref, "images_withdrawn": n}))
+
+
+# -- scan -------------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("source")
+@click.option("--report", "report_path", required=True, help="Where to write the JSON report.")
+@click.option("--label", default=None, help="Exhibit label recorded with the scan.")
+@click.option("--workers", type=int, default=None, help="Processes (default: every core).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@pass_ctx
+def scan(ctx: Context, source: str, report_path: str, label: str | None, workers: int | None,
+         quiet: bool) -> None:
+    """Scan SOURCE (a folder or an archive; archives nest) against the bank."""
+    from hashsvc.pipeline import run_scan
+    from hashsvc.report import build_report, write_report
+
+    if not os.path.exists(source):
+        raise click.ClickException(f"no such file or folder: {source}")
+    settings = ctx.settings.replace(workers=workers) if workers else ctx.settings
+    with ScanProgress(disable=quiet) as progress:
+        scan_id = run_scan(ctx.store, settings, os.path.abspath(source), label, progress)
+    report = build_report(ctx.store, scan_id)
+    write_report(report, report_path)
+    click.echo(summary_text(report), err=True)
+
+
+class ScanProgress:
+    """A tqdm bar on stderr whose total grows as archives reveal their members."""
+
+    def __init__(self, disable: bool = False) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=0, unit="file", file=sys.stderr, disable=disable,
+                        dynamic_ncols=True, mininterval=0.2)
+        self.last = 0.0
+
+    def __enter__(self) -> "ScanProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+    def __call__(self, totals: Any) -> None:
+        """Update the bar from the scan's running totals (at most five times a second)."""
+        now = time.monotonic()
+        if now - self.last < 0.2 and totals.done < totals.discovered:
+            return
+        self.last = now
+        self.bar.total = totals.discovered
+        self.bar.n = totals.done
+        self.bar.set_postfix(images=totals.images, matches=totals.matches,
+                             errors=totals.errors, refresh=False)
+        self.bar.refresh()
+
+
+def summary_text(report: dict[str, Any]) -> str:
+    """A few human lines about a finished scan."""
+    lines = [
+        f"scan {report['scan_id']} of {report['source']}: {report['state']}",
+        f"  files scanned: {report['files_scanned']}  images hashed: {report['images_hashed']}",
+        f"  matched files: {len(report['matches'])}  errors: {len(report['errors'])}"
+        + (f"  skipped: {sum(report['skipped'].values())}" if report["skipped"] else ""),
+    ]
+    for m in report["matches"][:20]:
+        lines.append(f"  MATCH {m['path']}  case {m['case']}  {m['algorithm']}={m['distance']}")
+    if len(report["matches"]) > 20:
+        lines.append(f"  ... and {len(report['matches']) - 20} more in the report")
+    return "\n".join(lines)
+
+
+# -- bank and store ----------------------------------------------------------------------------
+
+@main.group()
+def bank() -> None:
+    """Inspect the bank of registered hashes."""
+
+
+@bank.command("stats")
+@pass_ctx
+def bank_stats(ctx: Context) -> None:
+    """Counts of cases, images and hashes."""
+    click.echo(json.dumps(ctx.store.bank_stats()))
+
+
+@main.group()
+def db() -> None:
+    """Database schema maintenance."""
+
+
+@db.command("upgrade")
+@pass_ctx
+def db_upgrade(ctx: Context) -> None:
+    """Create or migrate the schema to the newest revision."""
+    from hashsvc.store import make_engine, migrate
+
+    engine = make_engine(ctx.settings.db_url)
+    migrate.upgrade(engine)
+    click.echo(f"schema up to date at {engine.url.render_as_string(hide_password=True)}")
+
+
+# -- demo -------------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--workdir", type=click.Path(file_okay=False), default=None,
+              help="Where to build the sample bank and dump (default: a new temporary folder).")
+def demo(workdir: str | None) -> None:
+    """Build a sample bank and a sample dump from packaged photos, scan it, print the summary."""
+    from hashsvc.demo import run_demo
+
+    sys.exit(run_demo(Path(workdir) if workdir else None))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

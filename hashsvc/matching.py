@@ -1,0 +1,214 @@
+"""Matching scanned hash sets against the bank: per-algorithm indexes and one decision rule."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from hashsvc.errors import HashsvcError
+from hashsvc.hashing import ALGORITHMS, VARIANT_CODES, VARIANT_SLOTS, HashSet, hamming_hex
+from hashsvc.index import HammingIndex, hex_to_codes
+from hashsvc.settings import Settings
+from hashsvc.store import Store
+
+#: Decision rules by name; each takes the distances of one (file, registered image) pair.
+DECISION_RULES = ("pdq_or_exact",)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A registered image that a scanned file matched, with every distance."""
+
+    image_id: int
+    case: str
+    algorithm: str  # the algorithm that decided the match
+    distance: int
+    distances: dict[str, int]
+    variant: str | None = None  # orientation of the registered image that matched best
+
+
+def search_radius(settings: Settings) -> dict[str, int]:
+    """How far each algorithm's index must search for the decision rule to see every pair."""
+    radius = settings.thresholds()
+    radius["pdq"] = max(settings.pdq_threshold, settings.pdq_support_threshold)
+    return radius
+
+
+def decide(distances: Mapping[str, int], settings: Settings, pdq_usable: bool = True
+           ) -> tuple[str, int] | None:
+    """The decision rule: which algorithm makes this pair a match, and at what distance."""
+    if settings.decision_rule != "pdq_or_exact":
+        raise ValueError(f"unknown decision rule {settings.decision_rule!r}")
+    for exact in ("sha256", "md5"):
+        if distances.get(exact) == 0:
+            return exact, 0
+    if not pdq_usable or "pdq" not in distances:
+        return None
+    pdq = distances["pdq"]
+    if pdq <= settings.pdq_threshold:
+        return "pdq", pdq
+    # Beyond the PDQ threshold a pair matches only where pHash and dHash both agree closely:
+    # pHash or dHash alone make false matches at scale (see docs/matching.md).
+    if (pdq <= settings.pdq_support_threshold
+            and distances.get("phash", 64) <= settings.phash_threshold
+            and distances.get("dhash", 64) <= settings.dhash_threshold):
+        return "pdq+phash", pdq
+    return None
+
+
+def index_id(image_id: int, variant: str) -> int:
+    """The id of a bank hash inside an in-memory index (see VARIANT_CODES)."""
+    return image_id * VARIANT_SLOTS + VARIANT_CODES[variant]
+
+
+class BankMatcher:
+    """In-memory indexes of the bank, kept current from the store's change cursor.
+
+    Indexes are saved under ``<data dir>/index`` with the cursor they reflect; the next process
+    loads them and applies only the changes since, instead of rebuilding from every row.
+    """
+
+    def __init__(self, store: Store, settings: Settings, persist: bool = True) -> None:
+        self.store = store
+        self.settings = settings
+        self.radius = search_radius(settings)
+        self.bits = {a.name: a.bits for a in ALGORITHMS}
+        self.folder = settings.data_path / "index" if persist else None
+        self.indexes: dict[str, HammingIndex] = {}
+        self.cursor = 0
+        self._details: dict[int, dict[str, Any]] = {}
+        self._load()
+
+    def _load(self) -> None:
+        """Load saved indexes and catch up, or build them from the bank's live hashes."""
+        if self.folder is not None and self._load_saved():
+            if self.refresh():
+                self.save()
+            if all(len(self.indexes[name]) == self.store.count_hashes(name)
+                   for name in self.radius):
+                return
+        self.cursor = self.store.bank_cursor()
+        for name, radius in self.radius.items():
+            index = HammingIndex(self.bits[name], radius)
+            for rows in self.store.bank_hashes(name):
+                ids = np.array([index_id(r[1], r[2]) for r in rows], dtype=np.int64)
+                index.add(ids, hex_to_codes([r[3] for r in rows], self.bits[name]))
+            self.indexes[name] = index
+        self.save()
+
+    def _load_saved(self) -> bool:
+        """Read every saved index built for the current radii; False if any is unusable."""
+        assert self.folder is not None
+        meta_path = self.folder / "cursor.json"
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("radius") != self.radius or meta["cursor"] > self.store.bank_cursor():
+                return False
+            self.indexes = {name: HammingIndex.load(self.folder / f"{name}.npz")
+                            for name in self.radius}
+        except (OSError, ValueError, KeyError, HashsvcError):
+            self.indexes = {}
+            return False
+        self.cursor = int(meta["cursor"])
+        return True
+
+    def save(self) -> None:
+        """Write the indexes and their cursor to the data folder (atomically, file by file)."""
+        if self.folder is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for name, index in self.indexes.items():
+            index.save(self.folder / f"{name}.npz")
+        tmp = self.folder / "cursor.json.tmp"
+        tmp.write_text(json.dumps({"cursor": self.cursor, "radius": self.radius}))
+        os.replace(tmp, self.folder / "cursor.json")
+
+    def refresh(self) -> int:
+        """Apply additions and withdrawals made since the last load; returns how many."""
+        applied = 0
+        while True:
+            changes = self.store.bank_changes(self.cursor)
+            if not changes:
+                return applied
+            for change in changes:
+                self.cursor = change.seq
+                index = self.indexes.get(change.algorithm)
+                if index is None:
+                    continue
+                ids = np.array([index_id(change.image_id, change.variant)], dtype=np.int64)
+                if change.op == "add" and change.value is not None:
+                    if not index.contains(ids)[0]:
+                        index.add(ids, hex_to_codes([change.value], self.bits[change.algorithm]))
+                elif change.op == "remove":
+                    index.remove(ids)
+                    self._details.pop(change.image_id, None)
+                applied += 1
+
+    def match_many(self, hashsets: list[HashSet]) -> list[list[Candidate]]:
+        """Candidates for each hash set, best first; empty lists where nothing matched."""
+        near: list[dict[int, None]] = [dict() for _ in hashsets]
+        for name, index in self.indexes.items():
+            rows = [(i, hs.hashes[name]) for i, hs in enumerate(hashsets) if name in hs.hashes]
+            if not rows or len(index) == 0:
+                continue
+            found = index.search(hex_to_codes([v for _, v in rows], self.bits[name]),
+                                 self.radius[name])
+            for (i, _), (ids, _dist) in zip(rows, found):
+                for image_id in (ids // VARIANT_SLOTS).tolist():
+                    near[i][image_id] = None
+        for exact in ("sha256", "md5"):
+            values = [getattr(hs, exact) for hs in hashsets]
+            hits = self.store.exact_lookup(exact, sorted(set(values)))
+            for i, value in enumerate(values):
+                for image_id in hits.get(value, ()):
+                    near[i][image_id] = None
+        self._fetch_details({image for n in near for image in n})
+        return [self._decide_all(hs, list(n)) for hs, n in zip(hashsets, near)]
+
+    def _fetch_details(self, image_ids: set[int]) -> None:
+        """Cache case references and hashes of the registered images involved."""
+        missing = [i for i in image_ids if i not in self._details]
+        self._details.update(self.store.image_details(missing))
+
+    def _decide_all(self, hs: HashSet, image_ids: list[int]) -> list[Candidate]:
+        """Apply the decision rule to each nearby registered image."""
+        pdq_usable = hs.quality.get("pdq", 100) >= self.settings.min_pdq_quality
+        out = []
+        for image_id in image_ids:
+            detail = self._details.get(image_id)
+            if detail is None:
+                continue  # withdrawn between the index search and now
+            distances, variant = pair_distances(hs, detail["hashes"])
+            decision = decide(distances, self.settings, pdq_usable)
+            if decision is not None:
+                out.append(Candidate(image_id, detail["case"], decision[0], decision[1],
+                                     distances, variant))
+        out.sort(key=lambda c: (c.distance, c.image_id))
+        return out
+
+
+def pair_distances(hs: HashSet, registered: Mapping[str, Mapping[str, str]]
+                   ) -> tuple[dict[str, int], str | None]:
+    """Distances between a scanned hash set and a registered image, per algorithm.
+
+    Perceptual distances take the nearest registered orientation variant; exact hashes are 0
+    when equal and absent otherwise (an unequal sha256 says nothing about similarity).
+    """
+    distances: dict[str, int] = {}
+    best_variant: str | None = None
+    for exact in ("sha256", "md5"):
+        if registered.get(exact, {}).get("orig") == getattr(hs, exact):
+            distances[exact] = 0
+    for name, value in hs.hashes.items():
+        variants = registered.get(name)
+        if not variants:
+            continue
+        best = min(variants.items(), key=lambda kv: (hamming_hex(value, kv[1]), kv[0] != "orig"))
+        distances[name] = hamming_hex(value, best[1])
+        if name == "pdq":
+            best_variant = best[0]
+    return distances, best_variant

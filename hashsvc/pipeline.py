@@ -1,0 +1,360 @@
+"""The scan pipeline: walk a source, hash every file on every core, match, record.
+
+Embedded mode calls :func:`run_scan` inline; the service's RQ jobs call :func:`scan_items` on
+batches. Decoding happens in worker processes so that a decoder that crashes costs one file,
+and results are written idempotently so that a repeated batch changes nothing.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+from hashsvc.decode import sniff
+from hashsvc.errors import DecodeError, HashsvcError
+from hashsvc.hashing import HashSet, exact_hashes, hash_bytes
+from hashsvc.locators import Locator
+from hashsvc.matching import BankMatcher, Candidate
+from hashsvc.settings import Settings
+from hashsvc.sources import walk
+from hashsvc.sources.base import ContainerSeen, Entry, Problem
+from hashsvc.store import Store, locator_hash
+
+@dataclass
+class Task:
+    """One file for a worker process: a path on disk, or bytes already read."""
+
+    key: str
+    path: str | None = None
+    data: bytes | None = None
+    max_file_bytes: int = 0
+    max_pixels: int = 0
+    read_error: str | None = None  # the bytes could not be read in the walking process
+    name: str = ""  # display path, for messages and the extension check
+    heif_thumbnails: bool = True
+
+
+@dataclass
+class FileResult:
+    """What a worker found out about one file."""
+
+    key: str
+    status: str  # "hashed", "not-image", "error"
+    hashset: HashSet | None = None
+    size: int | None = None
+    stage: str = ""
+    message: str = ""
+    exact: dict[str, str] = field(default_factory=dict)
+
+
+def process_task(task: Task) -> FileResult:
+    """Read, sniff, decode and hash one file; every failure becomes an error result."""
+    if task.read_error is not None:
+        return FileResult(task.key, "error", stage="read", message=task.read_error)
+    try:
+        data = _task_bytes(task)
+    except (OSError, HashsvcError) as exc:
+        return FileResult(task.key, "error", stage="read", message=_message(exc))
+    exact = exact_hashes(data)
+    if sniff(data[:64]) is None:
+        if data and _named_like_image(task.name):
+            return FileResult(task.key, "error", size=len(data), stage="sniff", exact=exact,
+                              message="named like an image but the content is not a "
+                                      "recognised image format (corrupt, encrypted or wrong)")
+        return FileResult(task.key, "not-image", size=len(data), exact=exact)
+    try:
+        hs = hash_bytes(data, task.max_pixels, exact=exact,
+                        heif_thumbnails=task.heif_thumbnails)
+    except DecodeError as exc:
+        return FileResult(task.key, "error", size=len(data), stage="decode",
+                          message=str(exc), exact=exact)
+    except Exception as exc:  # noqa: BLE001 - a decoder bug must cost one file, not the scan
+        return FileResult(task.key, "error", size=len(data), stage="decode",
+                          message=f"decoder failed: {type(exc).__name__}: {exc}", exact=exact)
+    return FileResult(task.key, "hashed", hashset=hs, size=len(data), exact=exact)
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp", ".bmp", ".tif",
+                  ".tiff", ".heic", ".heif", ".avif", ".hif")
+
+
+def _named_like_image(name: str) -> bool:
+    """Whether a file's name claims it is an image (reported when the content disagrees)."""
+    return name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def process_chunk(tasks: list[Task]) -> list[FileResult]:
+    """Process several tasks in one worker call (amortises inter-process overhead)."""
+    return [process_task(t) for t in tasks]
+
+
+def _task_bytes(task: Task) -> bytes:
+    """The task's bytes, read from disk if needed, bounded by the file size limit."""
+    if task.data is not None:
+        return task.data
+    assert task.path is not None
+    with open(task.path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if task.max_file_bytes and size > task.max_file_bytes:
+            raise HashsvcError(f"file of {size:,} bytes is over the limit of "
+                               f"{task.max_file_bytes:,} bytes")
+        return fh.read(task.max_file_bytes + 1 if task.max_file_bytes else -1)
+
+
+def _message(exc: BaseException) -> str:
+    """A one-line message for an error entry."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    return text
+
+
+@dataclass
+class ScanTotals:
+    """Running counts of one scan, for progress display."""
+
+    discovered: int = 0
+    done: int = 0
+    images: int = 0
+    matches: int = 0
+    errors: int = 0
+
+
+class Recorder:
+    """Turns walk items and worker results into store rows, written in batches."""
+
+    def __init__(self, store: Store, scan_id: str, matcher: BankMatcher,
+                 batch_size: int = 256) -> None:
+        self.store = store
+        self.scan_id = scan_id
+        self.matcher = matcher
+        self.batch_size = batch_size
+        self.files: list[dict[str, Any]] = []
+        self.problems: list[dict[str, Any]] = []
+        self.results: list[tuple[Locator, FileResult]] = []
+        self.totals = ScanTotals()
+        self.flush_seconds = 2.0
+        self.last_flush = time.monotonic()
+
+    def problem(self, problem: Problem) -> None:
+        """Record a walk problem (an error, or a counted skip)."""
+        key = problem.locator.key()
+        self.problems.append({
+            "locator_hash": locator_hash(key), "path": problem.locator.path,
+            "stage": problem.stage[:32], "message": problem.message, "skipped": problem.skipped,
+            "reason": (problem.reason or None) and problem.reason[:32]})
+        if not problem.skipped:
+            self.totals.errors += 1
+        self._maybe_flush()
+
+    def container(self, seen: ContainerSeen) -> None:
+        """Record an archive that was examined (it counts as a scanned file)."""
+        key = seen.info.locator.key()
+        self.files.append({"locator_hash": locator_hash(key), "locator": key,
+                           "path": seen.info.locator.path, "status": "container",
+                           "size": seen.info.size, "format": seen.kind[:16]})
+        self.totals.done += 1
+        self._maybe_flush()
+
+    def result(self, locator: Locator, res: FileResult) -> None:
+        """Queue a worker result for matching and recording."""
+        self.results.append((locator, res))
+        self.totals.done += 1
+        self.totals.images += res.status == "hashed"
+        self.totals.errors += res.status == "error"
+        # Flush by size, and every few seconds so that progress and findings reach the store
+        # promptly on slow sources.
+        if (len(self.results) >= self.batch_size
+                or time.monotonic() - self.last_flush > self.flush_seconds):
+            self.flush()
+
+    def _maybe_flush(self) -> None:
+        """Flush when enough rows are waiting."""
+        if len(self.files) + len(self.problems) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Match queued results and write everything queued in one transaction."""
+        matches: list[dict[str, Any]] = []
+        hashsets = [_as_hashset(res) for _, res in self.results]
+        candidates = self.matcher.match_many(hashsets) if hashsets else []
+        for (locator, res), hs, cands in zip(self.results, hashsets, candidates):
+            key = locator.key()
+            lh = locator_hash(key)
+            self.files.append({
+                "locator_hash": lh, "locator": key, "path": locator.path, "status": res.status,
+                "size": res.size, "sha256": hs.sha256 or None, "md5": hs.md5 or None,
+                "format": hs.format if res.status == "hashed" else None,
+                "hashes": dict(hs.hashes) or None, "from_thumbnail": hs.from_thumbnail})
+            if res.status == "not-image" and res.size == 0:
+                self.problems.append({"locator_hash": lh, "path": locator.path,
+                                      "stage": "read", "message": "empty file",
+                                      "skipped": True, "reason": "empty"})
+            if res.status == "error":
+                self.problems.append({"locator_hash": lh, "path": locator.path,
+                                      "stage": res.stage, "message": res.message,
+                                      "skipped": False, "reason": None})
+            matches.extend(_match_row(lh, c) for c in cands)
+            self.totals.matches += 1 if cands else 0
+        self.store.record_results(self.scan_id, self.files, matches, self.problems)
+        self.files, self.problems, self.results = [], [], []
+        self.last_flush = time.monotonic()
+
+
+def _as_hashset(res: FileResult) -> HashSet:
+    """The hash set to match: full for images, exact hashes only for other files."""
+    if res.hashset is not None:
+        return res.hashset
+    return HashSet(sha256=res.exact.get("sha256", ""), md5=res.exact.get("md5", ""),
+                   size=res.size or 0, format="", width=0, height=0, hashes={})
+
+
+def _match_row(lh: str, cand: Candidate) -> dict[str, Any]:
+    """A scan_matches row for one candidate."""
+    return {"locator_hash": lh, "image_id": cand.image_id, "case_ref": cand.case,
+            "algorithm": cand.algorithm, "distance": cand.distance,
+            "distances": dict(cand.distances), "variant": cand.variant}
+
+
+def make_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of decode/hash processes, started with forkserver (no inherited locks)."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["hashsvc.pipeline"])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+
+
+class Hasher:
+    """Runs tasks on a process pool with bounded memory, surviving crashed workers."""
+
+    def __init__(self, workers: int, chunk_size: int,
+                 fn: Callable[[list[Task]], list[FileResult]] = process_chunk) -> None:
+        self.workers = workers
+        self.chunk_size = chunk_size
+        self.fn = fn
+        self.pool = make_pool(workers)
+        self.pending: dict[Future[list[FileResult]], list[Task]] = {}
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, tasks: list[Task]) -> Iterator[FileResult]:
+        """Submit a chunk; yields results of chunks that finished while waiting for room."""
+        self.pending[self.pool.submit(self.fn, tasks)] = tasks
+        while len(self.pending) >= 2 * self.workers + 2:
+            yield from self._collect(FIRST_COMPLETED)
+
+    def drain(self) -> Iterator[FileResult]:
+        """Results of every chunk still running."""
+        while self.pending:
+            yield from self._collect(FIRST_COMPLETED)
+
+    def _collect(self, when: str) -> Iterator[FileResult]:
+        """Wait for chunks and yield their results; on a crashed pool, retry file by file."""
+        done, _ = wait(list(self.pending), return_when=when)
+        broken: list[Task] = []
+        for fut in done:
+            tasks = self.pending.pop(fut)
+            try:
+                yield from fut.result()
+            except BrokenProcessPool:
+                broken.extend(tasks)
+        if broken:
+            broken.extend(t for ts in self.pending.values() for t in ts)
+            self.pending.clear()
+            yield from self._retry_alone(broken)
+
+    def _retry_alone(self, tasks: list[Task]) -> Iterator[FileResult]:
+        """After a worker died, run each affected file alone so only the culprit fails."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for task in tasks:
+            pool = make_pool(1)
+            try:
+                yield from pool.submit(self.fn, [task]).result()
+            except BrokenProcessPool:
+                yield FileResult(task.key, "error", stage="decode",
+                                 message="the decoder crashed the worker process on this file")
+            finally:
+                pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = make_pool(self.workers)
+
+
+def run_scan(store: Store, settings: Settings, source: str, label: str | None = None,
+             progress: Callable[[ScanTotals], None] | None = None,
+             scan_id: str | None = None) -> str:
+    """Scan ``source`` against the bank inline (embedded mode); returns the scan id."""
+    scan_id = store.create_scan(source, label, {"matching": settings.matching_summary()},
+                                scan_id)
+    matcher = BankMatcher(store, settings)
+    store.set_scan_state(scan_id, "running", bank_cursor=matcher.cursor)
+    recorder = Recorder(store, scan_id, matcher)
+    try:
+        scan_items(walk(source, settings.limits), recorder, settings, progress)
+    except BaseException:
+        recorder.flush()
+        store.set_scan_state(scan_id, "failed")
+        raise
+    store.set_scan_state(scan_id, "done")
+    return scan_id
+
+
+def scan_items(items: Iterable[Any], recorder: Recorder, settings: Settings,
+               progress: Callable[[ScanTotals], None] | None = None) -> ScanTotals:
+    """Hash and record every item of a walk; the core loop shared by every mode."""
+    hasher = Hasher(settings.worker_count, settings.chunk_size)
+    locators: dict[str, Locator] = {}
+    chunk: list[Task] = []
+
+    def consume(results: Iterable[FileResult]) -> None:
+        for res in results:
+            recorder.result(locators.pop(res.key), res)
+            if progress:
+                progress(recorder.totals)
+
+    try:
+        for item in items:
+            if isinstance(item, Problem):
+                recorder.problem(item)
+            elif isinstance(item, ContainerSeen):
+                recorder.totals.discovered += 1
+                recorder.container(item)
+            elif isinstance(item, Entry):
+                recorder.totals.discovered += 1
+                task = _task_for(item, settings)
+                locators[task.key] = item.info.locator
+                chunk.append(task)
+                if len(chunk) >= settings.chunk_size:
+                    consume(hasher.submit(chunk))
+                    chunk = []
+            if progress:
+                progress(recorder.totals)
+        if chunk:
+            consume(hasher.submit(chunk))
+        consume(hasher.drain())
+    finally:
+        hasher.close()
+        recorder.flush()
+    return recorder.totals
+
+
+def _task_for(entry: Entry, settings: Settings) -> Task:
+    """A worker task for a walk entry: by path for plain files, else with its bytes."""
+    key = entry.info.locator.key()
+    name = entry.info.locator.path
+    if entry.fs_path is not None:
+        return Task(key, path=entry.fs_path, max_file_bytes=settings.max_file_bytes,
+                    max_pixels=settings.max_image_pixels, name=name,
+                    heif_thumbnails=settings.heif_thumbnails)
+    try:
+        data = entry.read()
+    except (OSError, HashsvcError, EOFError) as exc:
+        return Task(key, read_error=_message(exc), name=name)
+    return Task(key, data=data, max_file_bytes=settings.max_file_bytes,
+                max_pixels=settings.max_image_pixels, name=name,
+                heif_thumbnails=settings.heif_thumbnails)
+

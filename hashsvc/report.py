@@ -1,0 +1,83 @@
+"""The scan report: one JSON document built from the store's records of a scan."""
+
+from __future__ import annotations
+
+import json
+from itertools import groupby
+from typing import Any
+
+from hashsvc import __version__
+from hashsvc.decode import DECODE_VERSION
+from hashsvc.locators import Locator
+from hashsvc.store import Store
+
+REPORT_FORMAT = 1
+
+
+def _iso(value: Any) -> str | None:
+    """ISO 8601 text of a datetime (or None)."""
+    return value.isoformat() if value is not None else None
+
+
+def build_report(store: Store, scan_id: str) -> dict[str, Any]:
+    """The report of a scan: counts, matches (one per file), errors and skips."""
+    scan = store.get_scan(scan_id)
+    counts = store.scan_counts(scan_id)
+    by_status = counts["by_status"]
+    matches = [match_object(group) for _, group in groupby(
+        store.scan_matches(scan_id), key=lambda mf: mf[1].locator_hash)]
+    return {
+        "report_format": REPORT_FORMAT,
+        "scan_id": scan.id,
+        "source": scan.source,
+        "label": scan.label,
+        "state": scan.state,
+        "started_at": _iso(scan.started_at),
+        "finished_at": _iso(scan.finished_at),
+        "tool": {"name": "hashsvc", "version": __version__, "decode_version": DECODE_VERSION},
+        "settings": scan.settings,
+        "bank_cursor": scan.bank_cursor,
+        "files_scanned": sum(by_status.values()),
+        "images_hashed": by_status.get("hashed", 0),
+        "containers": by_status.get("container", 0),
+        "other_files": by_status.get("not-image", 0),
+        "matched_files": counts["matched_files"],
+        "matches": matches,
+        "errors": [{"path": p.path, "stage": p.stage, "message": p.message}
+                   for p in store.scan_problems(scan_id)],
+        "skipped": counts["skipped"],
+    }
+
+
+def match_object(group: Any) -> dict[str, Any]:
+    """One report entry for a matched file: its best match first, then any others."""
+    rows = list(group)
+    best, file = rows[0]
+    return {
+        "path": file.path,
+        "locator": Locator.from_key(file.locator).to_list(),
+        "sha256": file.sha256,
+        "md5": file.md5,
+        "size": file.size,
+        "format": file.format,
+        "from_thumbnail": file.from_thumbnail,
+        "case": best.case_ref,
+        "algorithm": best.algorithm,
+        "distance": best.distance,
+        "distances": best.distances,
+        "variant": best.variant,
+        "other_matches": [{"case": m.case_ref, "algorithm": m.algorithm, "distance": m.distance,
+                           "distances": m.distances} for m, _ in rows[1:]],
+    }
+
+
+def write_report(report: dict[str, Any], path: str) -> None:
+    """Write a report as indented UTF-8 JSON ('-' for standard output)."""
+    text = json.dumps(report, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+    if path == "-":
+        import sys
+
+        sys.stdout.write(text)
+    else:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
