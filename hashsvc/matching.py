@@ -152,7 +152,7 @@ class BankMatcher:
         """Candidates for each hash set, best first; empty lists where nothing matched."""
         near: list[dict[int, None]] = [dict() for _ in hashsets]
         for name, index in self.indexes.items():
-            rows = [(i, hs.hashes[name]) for i, hs in enumerate(hashsets) if name in hs.hashes]
+            rows = [(i, value) for i, hs in enumerate(hashsets) for value in query_values(hs, name)]
             if not rows or len(index) == 0:
                 continue
             found = index.search(hex_to_codes([v for _, v in rows], self.bits[name]),
@@ -191,24 +191,34 @@ class BankMatcher:
         return out
 
 
+def query_values(hs: HashSet, algorithm: str) -> list[str]:
+    """The values a scanned file is looked up by: its hash and its framed-content variant."""
+    values = [hs.hashes[algorithm]] if algorithm in hs.hashes else []
+    values.extend(v for k, v in hs.variants.get(algorithm, {}).items() if k != "orig")
+    return values
+
+
 def pair_distances(hs: HashSet, registered: Mapping[str, Mapping[str, str]]
                    ) -> tuple[dict[str, int], str | None]:
     """Distances between a scanned hash set and a registered image, per algorithm.
 
-    Perceptual distances take the nearest registered orientation variant; exact hashes are 0
-    when equal and absent otherwise (an unequal sha256 says nothing about similarity).
+    Perceptual distances take the nearest pair of variants (the scanned file whole or trimmed
+    of its frame; the registered image in any orientation or trimmed); exact hashes are 0 when
+    equal and absent otherwise (an unequal sha256 says nothing about similarity).
     """
     distances: dict[str, int] = {}
     best_variant: str | None = None
     for exact in ("sha256", "md5"):
         if registered.get(exact, {}).get("orig") == getattr(hs, exact):
             distances[exact] = 0
-    for name, value in hs.hashes.items():
+    for name in hs.hashes:
         variants = registered.get(name)
         if not variants:
             continue
-        best = min(variants.items(), key=lambda kv: (hamming_hex(value, kv[1]), kv[0] != "orig"))
-        distances[name] = hamming_hex(value, best[1])
+        dist, _, variant = min((hamming_hex(value, reg), kind != "orig", kind)
+                               for value in query_values(hs, name)
+                               for kind, reg in variants.items())
+        distances[name] = dist
         if name == "pdq":
-            best_variant = best[0]
+            best_variant = variant
     return distances, best_variant

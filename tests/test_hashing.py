@@ -34,7 +34,7 @@ KNOWN = {
                    "phash": "c0cd1f977ac02d0f", "dhash": "f0c4828888c0c4f0"},
 }
 KNOWN_ROT90 = {"astronaut.png":
-               "3da7e51dad47bd78e16e670c4c2943fe4c7219cbf30992499ab2d4c2e6182d19"}
+               "25a76519ad4fbd78e14e470d5e2943fe4c7219cbd22992c99ab654c6e7182d19"}
 
 
 def read(name: str) -> bytes:
