@@ -284,6 +284,25 @@ class Hasher:
         self.pool = make_pool(self.workers)
 
 
+class InlineHasher:
+    """Runs tasks in this process, one after another: for RQ workers, where the worker process
+    is itself the unit of parallelism, and for tests."""
+
+    def __init__(self, fn: Callable[[list[Task]], list[FileResult]] = process_chunk) -> None:
+        self.fn = fn
+
+    def submit(self, tasks: list[Task]) -> Iterator[FileResult]:
+        """Process a chunk now and yield its results."""
+        yield from self.fn(tasks)
+
+    def drain(self) -> Iterator[FileResult]:
+        """Nothing is ever pending."""
+        return iter(())
+
+    def close(self) -> None:
+        """Nothing to stop."""
+
+
 def run_scan(store: Store, settings: Settings, source: str, label: str | None = None,
              progress: Callable[[ScanTotals], None] | None = None,
              scan_id: str | None = None) -> str:
@@ -304,9 +323,11 @@ def run_scan(store: Store, settings: Settings, source: str, label: str | None = 
 
 
 def scan_items(items: Iterable[Any], recorder: Recorder, settings: Settings,
-               progress: Callable[[ScanTotals], None] | None = None) -> ScanTotals:
+               progress: Callable[[ScanTotals], None] | None = None,
+               hasher: Hasher | InlineHasher | None = None) -> ScanTotals:
     """Hash and record every item of a walk; the core loop shared by every mode."""
-    hasher = Hasher(settings.worker_count, settings.chunk_size)
+    if hasher is None:
+        hasher = Hasher(settings.worker_count, settings.chunk_size)
     locators: dict[str, Locator] = {}
     chunk: list[Task] = []
 

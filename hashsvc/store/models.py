@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String,
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer,
+                        LargeBinary, String,
                         Text, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -148,3 +149,15 @@ class ScanProblem(Base):
     message: Mapped[str] = mapped_column(Text)
     skipped: Mapped[bool] = mapped_column(Boolean, default=False)
     reason: Mapped[str | None] = mapped_column(String(32))
+
+
+class ImageFeatures(Base):
+    """Local features of a registered image (for crops), encrypted: as sensitive as the image.
+
+    Kept only where the registration carried them (the case consented); erased on withdrawal.
+    """
+
+    __tablename__ = "image_features"
+    image_id: Mapped[int] = mapped_column(ForeignKey("registered_images.id"), primary_key=True)
+    blob: Mapped[bytes] = mapped_column(LargeBinary)  # AES-GCM, bound to image_id
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
