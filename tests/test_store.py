@@ -83,3 +83,25 @@ def test_scan_results_are_idempotent(any_store: Store) -> None:
 def test_hash_rows_validate(bad: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
         hash_rows(bad)
+
+
+def test_upgrade_keeps_data_written_under_older_schemas(settings) -> None:
+    from hashsvc.store import make_engine, migrate
+
+    engine = make_engine(settings.db_url)
+    migrate.upgrade(engine, "0001")
+    with engine.begin() as conn:  # rows as the first release wrote them
+        conn.exec_driver_sql("INSERT INTO cases (id, ref, created_at) VALUES (1, 'OLD-1', "
+                             "'2026-01-01 00:00:00')")
+        conn.exec_driver_sql("INSERT INTO registered_images (id, case_id, sha256, created_at) "
+                             f"VALUES (1, 1, '{'a' * 64}', '2026-01-01 00:00:00')")
+        conn.exec_driver_sql("INSERT INTO scans (id, source, state, created_at) "
+                             "VALUES ('s1', '/e', 'done', '2026-01-01 00:00:00')")
+    migrate.upgrade(engine)  # through every later revision, with rows in the altered tables
+    store = Store(engine)
+    assert store.bank_stats()["images"] == 1
+    assert store.get_scan("s1").files_enumerated == 0
+    assert store.exact_lookup("sha256", ["a" * 64]) == {}  # no hash rows were written
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer,
                         LargeBinary, String,
                         Text, UniqueConstraint)
+from sqlalchemy import false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for large banks.
@@ -30,12 +31,52 @@ Base.metadata.naming_convention = {
 }
 
 
+class Org(Base):
+    """An organisation: a charity, a police force, a platform, or the operator."""
+
+    __tablename__ = "orgs"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key of an org with exactly one role; only a hash of the key is stored."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("orgs.id"), index=True)
+    role: Mapped[str] = mapped_column(String(16))  # charity, forensic, platform, admin
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)  # public part, for lookup
+    key_hash: Mapped[str] = mapped_column(String(128))
+    label: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AuditEntry(Base):
+    """Append-only audit log; each entry's hash covers the previous one's, so edits show."""
+
+    __tablename__ = "audit_log"
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    org_id: Mapped[int | None] = mapped_column(BigInteger)
+    key_id: Mapped[int | None] = mapped_column(BigInteger)
+    action: Mapped[str] = mapped_column(String(64))
+    target_type: Mapped[str | None] = mapped_column(String(32))
+    target_id: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict | None] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    entry_hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
 class Case(Base):
     """A victim's case, known to hashsvc only by its pseudonymous reference."""
 
     __tablename__ = "cases"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     ref: Mapped[str] = mapped_column(String(64), unique=True)
+    org_id: Mapped[int | None] = mapped_column(ForeignKey("orgs.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -99,6 +140,26 @@ class Scan(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     settings: Mapped[dict | None] = mapped_column(JSON)
     bank_cursor: Mapped[int | None] = mapped_column(BigInteger)
+    org_id: Mapped[int | None] = mapped_column(ForeignKey("orgs.id"), index=True)
+    files_enumerated: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    batches_total: Mapped[int | None] = mapped_column(Integer)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                   server_default=false())
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class ScanBatch(Base):
+    """One batch job of a distributed scan: which top-level files it covers and its state."""
+
+    __tablename__ = "scan_batches"
+    __table_args__ = (UniqueConstraint("scan_id", "batch_no"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    scan_id: Mapped[str] = mapped_column(ForeignKey("scans.id"), index=True)
+    batch_no: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    entries: Mapped[list] = mapped_column(JSON)  # top-level locators (paths or keys) to walk
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ScanFile(Base):
