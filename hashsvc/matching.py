@@ -152,7 +152,8 @@ class BankMatcher:
         """Candidates for each hash set, best first; empty lists where nothing matched."""
         near: list[dict[int, None]] = [dict() for _ in hashsets]
         for name, index in self.indexes.items():
-            rows = [(i, value) for i, hs in enumerate(hashsets) for value in query_values(hs, name)]
+            rows = [(i, value) for i, hs in enumerate(hashsets)
+                    for value in query_values(hs, name, self.settings.trim_frames)]
             if not rows or len(index) == 0:
                 continue
             found = index.search(hex_to_codes([v for _, v in rows], self.bits[name]),
@@ -182,7 +183,7 @@ class BankMatcher:
             detail = self._details.get(image_id)
             if detail is None:
                 continue  # withdrawn between the index search and now
-            distances, variant = pair_distances(hs, detail["hashes"])
+            distances, variant = pair_distances(hs, detail["hashes"], self.settings.trim_frames)
             decision = decide(distances, self.settings, pdq_usable)
             if decision is not None:
                 out.append(Candidate(image_id, detail["case"], decision[0], decision[1],
@@ -191,15 +192,16 @@ class BankMatcher:
         return out
 
 
-def query_values(hs: HashSet, algorithm: str) -> list[str]:
+def query_values(hs: HashSet, algorithm: str, trimmed: bool = True) -> list[str]:
     """The values a scanned file is looked up by: its hash and its framed-content variant."""
     values = [hs.hashes[algorithm]] if algorithm in hs.hashes else []
-    values.extend(v for k, v in hs.variants.get(algorithm, {}).items() if k != "orig")
+    if trimmed and "trim" in hs.variants.get(algorithm, {}):
+        values.append(hs.variants[algorithm]["trim"])
     return values
 
 
-def pair_distances(hs: HashSet, registered: Mapping[str, Mapping[str, str]]
-                   ) -> tuple[dict[str, int], str | None]:
+def pair_distances(hs: HashSet, registered: Mapping[str, Mapping[str, str]],
+                   trimmed: bool = True) -> tuple[dict[str, int], str | None]:
     """Distances between a scanned hash set and a registered image, per algorithm.
 
     Perceptual distances take the nearest pair of variants (the scanned file whole or trimmed
@@ -216,7 +218,7 @@ def pair_distances(hs: HashSet, registered: Mapping[str, Mapping[str, str]]
         if not variants:
             continue
         dist, _, variant = min((hamming_hex(value, reg), kind != "orig", kind)
-                               for value in query_values(hs, name)
+                               for value in query_values(hs, name, trimmed)
                                for kind, reg in variants.items())
         distances[name] = dist
         if name == "pdq":

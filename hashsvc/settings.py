@@ -35,6 +35,7 @@ class Settings:
     phash_threshold: int
     dhash_threshold: int
     min_pdq_quality: int
+    trim_frames: bool
     max_image_pixels: int
     max_file_bytes: int
     max_archive_depth: int
@@ -84,7 +85,7 @@ class Settings:
         """The matching settings a report records."""
         return {"decision_rule": self.decision_rule, "thresholds": self.thresholds(),
                 "pdq_support_threshold": self.pdq_support_threshold,
-                "min_pdq_quality": self.min_pdq_quality}
+                "min_pdq_quality": self.min_pdq_quality, "trim_frames": self.trim_frames}
 
     def replace(self, **changes: Any) -> "Settings":
         """A copy with some settings changed (tests and CLI flags)."""
