@@ -55,6 +55,9 @@ def build_dump(root: Path) -> dict[str, str]:
         "DCIM/100APPLE/IMG_0003.JPG": ("chelsea", lambda im: encode(
             im.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=85)),
         "DCIM/100APPLE/holiday.webp": ("rocket", lambda im: encode(im, "WEBP", quality=80)),
+        # A crop keeping the central half of the picture: only the local-feature stage finds it.
+        "DCIM/100APPLE/IMG_0004.JPG": ("coffee", lambda im: encode(im.crop(
+            (im.width // 5, im.height // 6, im.width * 4 // 5, im.height * 5 // 6)), "JPEG")),
     }
     for rel, (name, make) in copies.items():
         (root / rel).write_bytes(make(photo(name)))
@@ -100,7 +103,7 @@ def run_demo(workdir: Path | None = None) -> int:
     for name in VICTIM:
         path = victim / f"{name}.jpg"
         path.write_bytes(encode(photo(name), "JPEG", quality=95))
-        lines.append(hash_line(str(path), True, settings.max_image_pixels))
+        lines.append(hash_line(str(path), True, settings.max_image_pixels, with_features=True))
     (root / "hashes.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     store.register("DEMO-0001", lines)
     print(f"registered {len(lines)} images (hashes only) under case DEMO-0001")

@@ -13,7 +13,7 @@ from hashsvc.errors import HashsvcError
 from hashsvc.hashing import ALGORITHMS, VARIANT_CODES, VARIANT_SLOTS, HashSet, hamming_hex
 from hashsvc.index import HammingIndex, hex_to_codes
 from hashsvc.settings import Settings
-from hashsvc.store import Store
+from hashsvc.store import FEATURES, Store
 
 #: Decision rules by name; each takes the distances of one (file, registered image) pair.
 DECISION_RULES = ("pdq_or_exact",)
@@ -82,6 +82,13 @@ class BankMatcher:
         self.cursor = 0
         self._details: dict[int, dict[str, Any]] = {}
         self._load()
+        self.features = self._load_features() if settings.features_stage else None
+
+    def _load_features(self) -> Any:
+        """The local-feature index of every image registered with features (decrypted here)."""
+        from hashsvc.features import FeatureIndex
+
+        return FeatureIndex.build(self.store.image_features())
 
     def _load(self) -> None:
         """Load saved indexes and catch up, or build them from the bank's live hashes."""
@@ -136,6 +143,10 @@ class BankMatcher:
                 return applied
             for change in changes:
                 self.cursor = change.seq
+                if change.algorithm == FEATURES:
+                    self._apply_feature_change(change.op, change.image_id)
+                    applied += 1
+                    continue
                 index = self.indexes.get(change.algorithm)
                 if index is None:
                     continue
@@ -147,6 +158,39 @@ class BankMatcher:
                     index.remove(ids)
                     self._details.pop(change.image_id, None)
                 applied += 1
+
+    def _apply_feature_change(self, op: str, image_id: int) -> None:
+        """Add or drop one registered image's local features."""
+        if self.features is None:
+            return
+        if op == "remove":
+            self.features.remove(image_id)
+        elif image_id not in self.features:
+            for iid, features in self.store.image_features([image_id]):
+                self.features.add(iid, features)
+
+    def match_features(self, hashsets: list[HashSet], features: list[Any]
+                       ) -> list[list[Candidate]]:
+        """Second stage: registered images whose keypoints each scanned picture's map onto."""
+        if self.features is None or len(self.features) == 0:
+            return [[] for _ in features]
+        found = self.features.match_many(features)
+        self._fetch_details({m.image_id for ms in found for m in ms})
+        out = []
+        for hs, matches in zip(hashsets, found):
+            cands = []
+            for m in matches:
+                detail = self._details.get(m.image_id)
+                if detail is None:
+                    continue
+                distances, variant = pair_distances(hs, detail["hashes"],
+                                                    self.settings.trim_frames)
+                distances["orb_inliers"] = m.inliers
+                cands.append(Candidate(m.image_id, detail["case"], FEATURES, m.inliers,
+                                       distances, "mirror" if m.mirrored else variant))
+            cands.sort(key=lambda c: (-c.distance, c.image_id))
+            out.append(cands)
+        return out
 
     def match_many(self, hashsets: list[HashSet]) -> list[list[Candidate]]:
         """Candidates for each hash set, best first; empty lists where nothing matched."""

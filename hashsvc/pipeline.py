@@ -15,9 +15,10 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
-from hashsvc.decode import sniff
+from hashsvc.decode import HEIF_THUMBNAIL_MIN_SIDE, decode, sniff
+from hashsvc.features import extract, from_bytes, to_bytes
 from hashsvc.errors import DecodeError, HashsvcError
-from hashsvc.hashing import HashSet, exact_hashes, hash_bytes
+from hashsvc.hashing import HashSet, exact_hashes, hash_picture
 from hashsvc.locators import Locator
 from hashsvc.matching import BankMatcher, Candidate
 from hashsvc.settings import Settings
@@ -37,6 +38,7 @@ class Task:
     read_error: str | None = None  # the bytes could not be read in the walking process
     name: str = ""  # display path, for messages and the extension check
     heif_thumbnails: bool = True
+    features: bool = False  # extract local features for the second stage
 
 
 @dataclass
@@ -50,6 +52,7 @@ class FileResult:
     stage: str = ""
     message: str = ""
     exact: dict[str, str] = field(default_factory=dict)
+    features: bytes | None = None  # local features (hashsvc.features.to_bytes), if extracted
 
 
 def process_task(task: Task) -> FileResult:
@@ -68,15 +71,32 @@ def process_task(task: Task) -> FileResult:
                                       "recognised image format (corrupt, encrypted or wrong)")
         return FileResult(task.key, "not-image", size=len(data), exact=exact)
     try:
-        hs = hash_bytes(data, task.max_pixels, exact=exact,
-                        heif_thumbnails=task.heif_thumbnails)
+        picture = decode(data, task.max_pixels, heif_thumbnail_min_side=(
+            HEIF_THUMBNAIL_MIN_SIDE if task.heif_thumbnails else None))
+        hs = hash_picture(picture, exact, len(data))
     except DecodeError as exc:
         return FileResult(task.key, "error", size=len(data), stage="decode",
                           message=str(exc), exact=exact)
     except Exception as exc:  # noqa: BLE001 - a decoder bug must cost one file, not the scan
         return FileResult(task.key, "error", size=len(data), stage="decode",
                           message=f"decoder failed: {type(exc).__name__}: {exc}", exact=exact)
-    return FileResult(task.key, "hashed", hashset=hs, size=len(data), exact=exact)
+    features = None
+    if task.features:
+        try:
+            features = to_bytes(extract(picture.image))
+        except (ValueError, cv2_error()) as exc:
+            # The hashes stand; only the second stage is lost for this file, and recorded.
+            return FileResult(task.key, "hashed", hashset=hs, size=len(data), exact=exact,
+                              stage="features", message=f"local features failed: {exc}")
+    return FileResult(task.key, "hashed", hashset=hs, size=len(data), exact=exact,
+                      features=features)
+
+
+def cv2_error() -> type[Exception]:
+    """OpenCV's exception type (imported lazily: workers without the second stage skip it)."""
+    import cv2
+
+    return cv2.error
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp", ".bmp", ".tif",
@@ -178,11 +198,24 @@ class Recorder:
         if len(self.files) + len(self.problems) >= self.batch_size:
             self.flush()
 
+    def _second_stage(self, hashsets: list[HashSet], candidates: list[list[Candidate]]) -> None:
+        """Search local features of the images the hashes did not match (in place)."""
+        todo = [i for i, ((_, res), cands) in enumerate(zip(self.results, candidates))
+                if not cands and res.features is not None]
+        if not todo:
+            return
+        found = self.matcher.match_features([hashsets[i] for i in todo],
+                                            [from_bytes(self.results[i][1].features or b"")
+                                             for i in todo])
+        for i, cands in zip(todo, found):
+            candidates[i] = cands
+
     def flush(self) -> None:
         """Match queued results and write everything queued in one transaction."""
         matches: list[dict[str, Any]] = []
         hashsets = [_as_hashset(res) for _, res in self.results]
         candidates = self.matcher.match_many(hashsets) if hashsets else []
+        self._second_stage(hashsets, candidates)
         for (locator, res), hs, cands in zip(self.results, hashsets, candidates):
             key = locator.key()
             lh = locator_hash(key)
@@ -195,7 +228,7 @@ class Recorder:
                 self.problems.append({"locator_hash": lh, "path": locator.path,
                                       "stage": "read", "message": "empty file",
                                       "skipped": True, "reason": "empty"})
-            if res.status == "error":
+            if res.status == "error" or res.stage == "features":
                 self.problems.append({"locator_hash": lh, "path": locator.path,
                                       "stage": res.stage, "message": res.message,
                                       "skipped": False, "reason": None})
@@ -370,12 +403,12 @@ def _task_for(entry: Entry, settings: Settings) -> Task:
     if entry.fs_path is not None:
         return Task(key, path=entry.fs_path, max_file_bytes=settings.max_file_bytes,
                     max_pixels=settings.max_image_pixels, name=name,
-                    heif_thumbnails=settings.heif_thumbnails)
+                    heif_thumbnails=settings.heif_thumbnails, features=settings.features_stage)
     try:
         data = entry.read()
     except (OSError, HashsvcError, EOFError) as exc:
         return Task(key, read_error=_message(exc), name=name)
     return Task(key, data=data, max_file_bytes=settings.max_file_bytes,
                 max_pixels=settings.max_image_pixels, name=name,
-                heif_thumbnails=settings.heif_thumbnails)
+                heif_thumbnails=settings.heif_thumbnails, features=settings.features_stage)
 

@@ -9,7 +9,7 @@ from typing import Any
 from hashsvc import __version__
 from hashsvc.decode import DECODE_VERSION
 from hashsvc.locators import Locator
-from hashsvc.store import Store
+from hashsvc.store import FEATURES, Store
 
 REPORT_FORMAT = 1
 
@@ -51,7 +51,9 @@ def build_report(store: Store, scan_id: str) -> dict[str, Any]:
 
 def match_object(group: Any) -> dict[str, Any]:
     """One report entry for a matched file: its best match first, then any others."""
-    rows = list(group)
+    # Best first: the smallest distance, or for local features the most inliers.
+    rows = sorted(group, key=lambda mf: (-mf[0].distance if mf[0].algorithm == FEATURES
+                                         else mf[0].distance, mf[0].image_id))
     best, file = rows[0]
     return {
         "path": file.path,
@@ -63,7 +65,9 @@ def match_object(group: Any) -> dict[str, Any]:
         "from_thumbnail": file.from_thumbnail,
         "case": best.case_ref,
         "algorithm": best.algorithm,
-        "distance": best.distance,
+        # For the local-feature stage ("orb") there is no distance: the strength of the match
+        # is the number of keypoints a single geometric transform maps onto the registration.
+        "distance": None if best.algorithm == FEATURES else best.distance,
         "distances": best.distances,
         "variant": best.variant,
         "other_matches": [{"case": m.case_ref, "algorithm": m.algorithm, "distance": m.distance,

@@ -225,4 +225,6 @@ def test_demo_runs_and_finds_every_planted_copy(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     assert "unrelated files matched: 0" in res.stdout
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
-    assert len(report["matches"]) == 6
+    assert len(report["matches"]) == 7
+    crop = [m for m in report["matches"] if m["path"] == "DCIM/100APPLE/IMG_0004.JPG"]
+    assert crop[0]["algorithm"] == "orb" and crop[0]["distances"]["orb_inliers"] >= 12

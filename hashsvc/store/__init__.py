@@ -16,13 +16,15 @@ from sqlalchemy import Engine, create_engine, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from hashsvc.errors import InputError, NotFound
+from hashsvc.errors import ConfigError, HashsvcError, InputError, NotFound
 from hashsvc.settings import Settings
 from hashsvc.store import migrate
-from hashsvc.store.models import (BankChange, BankHash, Case, RegisteredImage, Scan, ScanFile,
-                                  ScanMatch, ScanProblem, utcnow)
+from hashsvc.store.models import (BankChange, BankHash, Case, ImageFeatures, RegisteredImage, Scan,
+                                  ScanFile, ScanMatch, ScanProblem, utcnow)
 
 EXACT = ("sha256", "md5")
+#: The algorithm name of local-feature entries in the change feed.
+FEATURES = "orb"
 
 
 def locator_hash(key: str) -> str:
@@ -79,9 +81,11 @@ def make_engine(url: str) -> Engine:
 class Store:
     """Bank and scan records behind narrow methods; the only code that writes SQL."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, feature_key_path: Path | None = None) -> None:
         self.engine = engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
+        self.feature_key_path = feature_key_path
+        self._cipher: Any = None
 
     @classmethod
     def open(cls, settings: Settings, upgrade: bool = True) -> "Store":
@@ -89,7 +93,18 @@ class Store:
         engine = make_engine(settings.db_url)
         if upgrade:
             migrate.upgrade(engine)
-        return cls(engine)
+        return cls(engine, settings.feature_key_path)
+
+    @property
+    def cipher(self) -> Any:
+        """The cipher for local features, its key loaded (or created) on first use."""
+        if self._cipher is None:
+            from hashsvc.features import FeatureCipher, load_or_create_key
+
+            if self.feature_key_path is None:
+                raise ConfigError("no feature key file is configured for this store")
+            self._cipher = FeatureCipher(load_or_create_key(self.feature_key_path))
+        return self._cipher
 
     def close(self) -> None:
         """Release connections."""
@@ -119,22 +134,27 @@ class Store:
         self._insert_ignore(session, Case, [{"ref": ref, "created_at": utcnow()}])
         return session.execute(select(Case).where(Case.ref == ref)).scalar_one()
 
-    def register(self, case_ref: str, lines: Iterable[Mapping[str, Any]]) -> RegisterResult:
-        """Add hash lines (as ``hashsvc hash`` prints them) under ``case_ref``; idempotent."""
+    def register(self, case_ref: str, lines: Iterable[Mapping[str, Any]],
+                 keep_features: bool = True) -> RegisterResult:
+        """Add hash lines (as ``hashsvc hash`` prints them) under ``case_ref``; idempotent.
+
+        Local features in the lines are kept (encrypted) only where ``keep_features`` says the
+        case consented; otherwise they are dropped before anything is written.
+        """
         added = existing = hashes_added = 0
         with self.sessions.begin() as session:
             case = self.ensure_case(session, case_ref)
             if case.withdrawn_at is not None:
                 raise InputError(f"case {case_ref} was withdrawn; register under a new case")
             for line in lines:
-                new, count = self._register_one(session, case.id, line)
+                new, count = self._register_one(session, case.id, line, keep_features)
                 added += new
                 existing += 1 - new
                 hashes_added += count
         return RegisterResult(added, existing, hashes_added)
 
-    def _register_one(self, session: Session, case_id: int, line: Mapping[str, Any]
-                      ) -> tuple[int, int]:
+    def _register_one(self, session: Session, case_id: int, line: Mapping[str, Any],
+                      keep_features: bool = True) -> tuple[int, int]:
         """Register one image's hashes; returns (1 if the image is new, hashes added)."""
         sha256 = line["sha256"]
         inserted = self._insert_ignore(session, RegisteredImage, [{
@@ -155,7 +175,64 @@ class Store:
                 {"hash_id": hid, "op": "add", "algorithm": alg, "image_id": image_id,
                  "variant": variant, "at": utcnow()}
                 for hid, alg, variant in new])
+        if keep_features and line.get("features"):
+            self._store_features(session, image_id, line["features"])
         return (1 if inserted else 0), len(new_ids)
+
+    def _store_features(self, session: Session, image_id: int, text: str) -> None:
+        """Keep an image's local features, encrypted and bound to its id; idempotent."""
+        from hashsvc.features import decode_line, to_bytes
+
+        try:
+            blob = to_bytes(decode_line(text))
+        except (ValueError, HashsvcError) as exc:
+            raise InputError(f"features: {exc}") from exc
+        if self._insert_ignore(session, ImageFeatures, [{
+                "image_id": image_id, "blob": self.cipher.encrypt(blob, image_id),
+                "created_at": utcnow()}]):
+            self._insert_ignore(session, BankChange, [{
+                "hash_id": image_id, "op": "add", "algorithm": FEATURES, "image_id": image_id,
+                "variant": "orig", "at": utcnow()}])
+
+    def image_features(self, image_ids: Iterable[int] | None = None,
+                       batch: int = 1000) -> Iterator[tuple[int, Any]]:
+        """(image id, decrypted Features) of registered images (all when ids is None)."""
+        from hashsvc.features import from_bytes
+
+        last = 0
+        wanted = None if image_ids is None else sorted(set(image_ids))
+        with self.sessions() as session:
+            while True:
+                query = select(ImageFeatures.image_id, ImageFeatures.blob).where(
+                    ImageFeatures.image_id > last).order_by(ImageFeatures.image_id).limit(batch)
+                if wanted is not None:
+                    query = query.where(ImageFeatures.image_id.in_(wanted))
+                rows = session.execute(query).all()
+                if not rows:
+                    return
+                for image_id, blob in rows:
+                    yield image_id, from_bytes(self.cipher.decrypt(blob, image_id))
+                last = rows[-1][0]
+
+    def drop_features(self, case_ref: str) -> int:
+        """Erase a case's local features (consent withdrawn); its hashes stay."""
+        with self.sessions.begin() as session:
+            ids = list(session.execute(select(RegisteredImage.id).join(Case).where(
+                Case.ref == case_ref)).scalars())
+            return self._erase_features(session, ids)
+
+    def _erase_features(self, session: Session, image_ids: list[int]) -> int:
+        """Delete features of these images and feed their removal to every index."""
+        if not image_ids:
+            return 0
+        present = list(session.execute(select(ImageFeatures.image_id).where(
+            ImageFeatures.image_id.in_(image_ids))).scalars())
+        session.query(ImageFeatures).filter(ImageFeatures.image_id.in_(present)).delete(
+            synchronize_session=False)
+        self._insert_ignore(session, BankChange, [
+            {"hash_id": i, "op": "remove", "algorithm": FEATURES, "image_id": i,
+             "variant": "orig", "at": utcnow()} for i in present])
+        return len(present)
 
     def withdraw_case(self, case_ref: str) -> int:
         """Withdraw every hash of a case: they stop matching; a tombstone case row remains."""
@@ -173,6 +250,7 @@ class Store:
                 {"hash_id": hid, "op": "remove", "algorithm": alg, "image_id": image_id,
                  "variant": variant, "at": utcnow()}
                 for hid, alg, image_id, variant in hashes])
+            self._erase_features(session, image_ids)
             if image_ids:
                 session.query(BankHash).filter(BankHash.image_id.in_(image_ids)).delete(
                     synchronize_session=False)
@@ -213,7 +291,8 @@ class Store:
             rows = session.execute(
                 select(BankChange.seq, BankChange.op, BankChange.algorithm, BankChange.image_id,
                        BankChange.variant, BankHash.value)
-                .outerjoin(BankHash, BankHash.id == BankChange.hash_id)
+                .outerjoin(BankHash, (BankHash.id == BankChange.hash_id)
+                           & (BankHash.algorithm == BankChange.algorithm))
                 .where(BankChange.seq > after).order_by(BankChange.seq).limit(limit)).all()
         return [BankChangeRow(*r) for r in rows]
 
