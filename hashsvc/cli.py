@@ -69,9 +69,11 @@ def _expand(paths: Iterable[str]) -> Iterator[str]:
             yield path
 
 
-def hash_line(path: str, with_variants: bool, max_pixels: int) -> dict[str, Any]:
+def hash_line(path: str, with_variants: bool, max_pixels: int,
+              with_features: bool = False) -> dict[str, Any]:
     """The JSON object ``hashsvc hash`` prints for one file (with "error" on failure)."""
-    from hashsvc.hashing import hash_bytes
+    from hashsvc.decode import decode
+    from hashsvc.hashing import exact_hashes, hash_picture
 
     try:
         with open(path, "rb") as fh:
@@ -79,13 +81,20 @@ def hash_line(path: str, with_variants: bool, max_pixels: int) -> dict[str, Any]
     except OSError as exc:
         return {"file": path, "error": exc.strerror or str(exc), "stage": "read"}
     try:
-        hs = hash_bytes(data, max_pixels, with_variants)
+        picture = decode(data, max_pixels, heif_thumbnail_min_side=None)
+        hs = hash_picture(picture, exact_hashes(data), len(data), with_variants)
     except HashsvcError as exc:
         return {"file": path, "error": str(exc), "stage": "decode"}
-    return {"file": path, **hs.to_json()}
+    line: dict[str, Any] = {"file": path, **hs.to_json()}
+    if with_features:
+        from hashsvc.features import encode_line, extract_registered
+
+        # As sensitive as the picture: it stays with the hashes, on this device or in the bank.
+        line["features"] = encode_line(extract_registered(picture.image))
+    return line
 
 
-def _hash_one(args: tuple[str, bool, int]) -> dict[str, Any]:
+def _hash_one(args: tuple[str, bool, int, bool]) -> dict[str, Any]:
     """Process-pool entry for :func:`hash_line`."""
     return hash_line(*args)
 
@@ -94,15 +103,17 @@ def _hash_one(args: tuple[str, bool, int]) -> dict[str, Any]:
 @click.argument("files", nargs=-1, required=True)
 @click.option("--no-variants", is_flag=True,
               help="Leave out the rotated/mirrored PDQ variants (rotated copies then miss).")
+@click.option("--no-features", is_flag=True,
+              help="Leave out local image features: only hashes (cropped copies then miss).")
 @click.option("--workers", type=int, default=None, help="Processes (default: every core).")
 @pass_ctx
-def hash_cmd(ctx: Context, files: tuple[str, ...], no_variants: bool, workers: int | None
-             ) -> None:
+def hash_cmd(ctx: Context, files: tuple[str, ...], no_variants: bool, no_features: bool,
+             workers: int | None) -> None:
     """Hash image files locally and print one JSON line per file; no image leaves the device."""
     from hashsvc.pipeline import make_pool
 
     paths = list(_expand(files))
-    jobs = [(p, not no_variants, ctx.settings.max_image_pixels) for p in paths]
+    jobs = [(p, not no_variants, ctx.settings.max_image_pixels, not no_features) for p in paths]
     n = workers or ctx.settings.worker_count
     if n <= 1 or len(jobs) < 4:
         failed = _print_lines(map(_hash_one, jobs), sys.stdout, len(jobs))
@@ -145,9 +156,11 @@ def read_hash_lines(stream: TextIO) -> Iterator[tuple[int, dict[str, Any]]]:
 
 @main.command()
 @click.option("--case", "case_ref", required=True, help="Case reference, e.g. RPH-2025-0042.")
+@click.option("--no-features", is_flag=True,
+              help="Keep only hashes: drop any local features in the lines before storing.")
 @click.argument("hashfile", type=click.File("r", encoding="utf-8"))
 @pass_ctx
-def register(ctx: Context, case_ref: str, hashfile: TextIO) -> None:
+def register(ctx: Context, case_ref: str, no_features: bool, hashfile: TextIO) -> None:
     """Add the lines of HASHFILE (as `hashsvc hash` prints them; '-' for stdin) to the bank."""
     try:
         lines, skipped = [], 0
@@ -158,7 +171,8 @@ def register(ctx: Context, case_ref: str, hashfile: TextIO) -> None:
             if not obj.get("sha256"):
                 raise InputError(f"line {number}: no sha256")
             lines.append(obj)
-        result = ctx.store.register(_check_case_ref(case_ref), lines)
+        result = ctx.store.register(_check_case_ref(case_ref), lines,
+                                    keep_features=not no_features)
     except HashsvcError as exc:
         raise _fail(exc) from exc
     summary = {"case": case_ref, "images_added": result.images_added,
@@ -252,7 +266,9 @@ def summary_text(report: dict[str, Any]) -> str:
         + (f"  skipped: {sum(report['skipped'].values())}" if report["skipped"] else ""),
     ]
     for m in report["matches"][:20]:
-        lines.append(f"  MATCH {m['path']}  case {m['case']}  {m['algorithm']}={m['distance']}")
+        strength = (f"inliers={m['distances'].get('orb_inliers')}" if m["distance"] is None
+                    else f"distance={m['distance']}")
+        lines.append(f"  MATCH {m['path']}  case {m['case']}  {m['algorithm']} {strength}")
     if len(report["matches"]) > 20:
         lines.append(f"  ... and {len(report['matches']) - 20} more in the report")
     return "\n".join(lines)
@@ -298,6 +314,12 @@ def demo(workdir: str | None) -> None:
     from hashsvc.demo import run_demo
 
     sys.exit(run_demo(Path(workdir) if workdir else None))
+
+
+from hashsvc import cli_service  # noqa: E402,F401  (registers serve and admin on main)
+
+
+from hashsvc import cli_jobs  # noqa: E402,F401
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -36,6 +36,8 @@ class Settings:
     dhash_threshold: int
     min_pdq_quality: int
     trim_frames: bool
+    features_stage: bool
+    feature_key_file: str
     max_image_pixels: int
     max_file_bytes: int
     max_archive_depth: int
@@ -43,6 +45,18 @@ class Settings:
     max_expanded_bytes: int
     max_ratio: float
     ratio_floor_bytes: int
+    evidence_roots: str
+    max_request_bytes: int
+    lookup_max_hashes: int
+    lookup_refresh_seconds: float
+    api_secret: str
+    rate_limit_per_minute: int
+    queue_name: str
+    batch_files: int
+    batch_bytes: int
+    job_retries: int
+    job_timeout: int
+    dead_worker_after: int
 
     @property
     def data_path(self) -> Path:
@@ -60,6 +74,12 @@ class Settings:
             if url.startswith(prefix):
                 return "postgresql+psycopg://" + url[len(prefix):]
         return url
+
+    @property
+    def feature_key_path(self) -> Path:
+        """The file holding the key that encrypts local features at rest."""
+        return Path(self.feature_key_file).expanduser() if self.feature_key_file \
+            else self.data_path / "feature.key"
 
     @property
     def worker_count(self) -> int:
@@ -85,7 +105,8 @@ class Settings:
         """The matching settings a report records."""
         return {"decision_rule": self.decision_rule, "thresholds": self.thresholds(),
                 "pdq_support_threshold": self.pdq_support_threshold,
-                "min_pdq_quality": self.min_pdq_quality, "trim_frames": self.trim_frames}
+                "min_pdq_quality": self.min_pdq_quality, "trim_frames": self.trim_frames,
+                "features_stage": self.features_stage}
 
     def replace(self, **changes: Any) -> "Settings":
         """A copy with some settings changed (tests and CLI flags)."""

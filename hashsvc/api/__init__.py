@@ -1,0 +1,61 @@
+"""The HTTP API: a Flask app factory with one blueprint per audience.
+
+``create_app(settings)`` opens the store, registers the blueprints (health, cases, scans,
+lookup, admin, openapi) and one JSON error handler; nothing happens at import time. Serve it
+with ``hashsvc serve`` or ``gunicorn 'hashsvc.api:create_app()'``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from flask import Flask, current_app
+
+from hashsvc.settings import Settings, load_settings
+from hashsvc.store import Store
+
+if TYPE_CHECKING:
+    from hashsvc.api.auth import RateLimiter
+    from hashsvc.api.lookup import LookupIndex
+
+#: Version prefix of every route.
+PREFIX = "/v1"
+
+
+@dataclass
+class ApiState:
+    """What every request of one app shares: settings, store, rate limiter, lookup index."""
+
+    settings: Settings
+    store: Store
+    limiter: "RateLimiter"
+    lookup_index: "LookupIndex | None" = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def state() -> ApiState:
+    """The current app's shared state."""
+    return current_app.extensions["hashsvc"]  # type: ignore[no-any-return]
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """A configured API app on the store that ``settings`` (default: the environment) names."""
+    from hashsvc.api import admin, cases, health, lookup, openapi, scans
+    from hashsvc.api.auth import RateLimiter, record_audit
+    from hashsvc.api.errors import register_error_handlers
+
+    settings = settings if settings is not None else load_settings()
+    app = Flask("hashsvc", static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["hashsvc"] = ApiState(settings, Store.open(settings), RateLimiter(settings))
+    register_error_handlers(app)
+    app.after_request(record_audit)
+    for module in (health, cases, scans, lookup, admin, openapi):
+        app.register_blueprint(module.bp, url_prefix=PREFIX)
+    return app
+
+
+__all__ = ["ApiState", "PREFIX", "create_app", "state"]

@@ -1,0 +1,100 @@
+"""One mapping from failures to JSON error responses ``{"error": CODE, "message": TEXT}``.
+
+hashsvc's own errors and werkzeug's HTTP errors get their status and a short code; anything
+else is logged here and answered with a bare 500, never a stack trace.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+from hashsvc.errors import (ConfigError, DecodeError, HashsvcError, InputError, NotFound,
+                            SourceError, StoreError)
+
+#: Codes for the HTTP statuses the API answers with.
+HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+              405: "method_not_allowed", 409: "conflict", 413: "too_large",
+              415: "unsupported_media_type", 429: "rate_limited", 500: "internal",
+              503: "unavailable"}
+
+#: Status of each hashsvc error class; the first that matches wins, so subclasses come first.
+STATUSES: tuple[tuple[type[HashsvcError], int], ...] = (
+    (NotFound, 404), (StoreError, 409), (InputError, 400), (SourceError, 400),
+    (DecodeError, 400), (ConfigError, 500),
+)
+
+
+class LineError(InputError):
+    """One item of a list in a request body is malformed; ``index`` says which (from 0)."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(f"item {index}: {message}")
+        self.index = index
+
+
+class Conflict(StoreError):
+    """The request conflicts with the record's state (a withdrawn case, a finished scan)."""
+
+    code = "conflict"
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> Response:
+    """A JSON error body with its status."""
+    response = jsonify({"error": code, "message": message, **extra})
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="hashsvc"'
+    return response
+
+
+def _http_error(exc: HTTPException) -> Response:
+    """A werkzeug HTTP error (404 route, 405, 413 body, 401/403/429 from auth) as JSON."""
+    status = exc.code or 500
+    response = error_response(status, HTTP_CODES.get(status, "error"),
+                              exc.description or exc.name)
+    if isinstance(exc, MethodNotAllowed):
+        response.headers["Allow"] = ", ".join(exc.valid_methods or ())
+    return response
+
+
+def _hashsvc_error(exc: HashsvcError) -> Response:
+    """One of hashsvc's own errors, with the status its class calls for."""
+    status = next((s for cls, s in STATUSES if isinstance(exc, cls)), 400)
+    if status >= 500:
+        return _unexpected(exc)
+    extra = {"index": exc.index} if isinstance(exc, LineError) else {}
+    return error_response(status, exc.code, str(exc), **extra)
+
+
+def _unexpected(exc: Exception) -> Response:
+    """An unforeseen failure: logged in full here, a bare 500 to the caller."""
+    from flask import current_app
+
+    current_app.logger.error("unhandled error", exc_info=exc)
+    return error_response(500, "internal", "internal error")
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Install the JSON error handlers on ``app``."""
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(HashsvcError, _hashsvc_error)
+    app.register_error_handler(Exception, _unexpected)
+
+
+def json_body(kind: type, required: bool = True) -> Any:
+    """The request's JSON body, which must be a ``kind`` (dict or list); 400 otherwise.
+
+    An empty body is ``kind()`` when not ``required``. A body that is not JSON is a 400 and a
+    body that is not declared JSON a 415 (Flask's own checks).
+    """
+    from flask import request
+
+    if not required and not request.get_data(cache=True):
+        return kind()
+    data = request.get_json()
+    if not isinstance(data, kind):
+        raise InputError(f"the request body must be a JSON {'object' if kind is dict else 'array'}")
+    return data

@@ -1,0 +1,486 @@
+"""The jobs of a distributed scan: enumerate the source, scan batches of files, close the scan.
+
+``enumerate_scan`` lists the source's top-level files cheaply (names and sizes, nothing read),
+records them as batches and enqueues one ``scan_batch`` job per batch, then a ``close_scan`` job
+that waits for every batch. Jobs take plain ids (RQ's JSON serializer, never pickle), build what
+they need from settings, and call the pipeline that embedded mode calls; results are written
+idempotently, so a batch run twice (a retry, a lost worker) changes nothing the second time.
+Without Redis (``redis_url`` empty) the same functions run in a background thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+from redis import Redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry as RedisRetry
+from rq import Queue
+from rq.job import Callback, Dependency, Job, Retry
+from rq.serializers import JSONSerializer
+
+from hashsvc.errors import SourceError
+from hashsvc.matching import BankMatcher
+from hashsvc.pipeline import (Hasher, InlineHasher, Recorder, Task, process_task,
+                              scan_items)
+from hashsvc.settings import Settings, load_settings
+from hashsvc.sources.archives import SKIP_MESSAGES
+from hashsvc.sources.base import Limits, Problem, Walk
+from hashsvc.sources.directory import (_kind, _listing, _os_message, fs_locator, walk_file,
+                                       walk_fs_file)
+from hashsvc.store import Store
+from hashsvc.store import progress
+from hashsvc.store.progress import BATCH_FINAL_STATES, FINAL_STATES
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Delays before the first, second and later retries of a job, in seconds. The first is
+#: immediate because the usual cause, a lost worker, needs no wait (and an immediate retry
+#: does not depend on RQ's scheduler, whose lock a dead worker may hold for a minute).
+RETRY_DELAYS = (0, 15, 60)
+
+#: How often a running job looks at the scan's cancel flag, in seconds.
+CANCEL_CHECK_SECONDS = 1.0
+
+Listing = Iterator[tuple[str, int] | Problem]
+
+#: A 1x1 grey PNG, decoded once by a worker before its first job.
+TINY_PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08"
+            b"\x00\x00\x00\x00:~\x9bU\x00\x00\x00\nIDATx\x9cc`\x00\x00\x00\x02\x00\x01"
+            b"H\xaf\xa4q\x00\x00\x00\x00IEND\xaeB`\x82")
+
+
+# -- process-wide state ----------------------------------------------------------------------
+
+@dataclass
+class JobContext:
+    """What a worker process keeps between jobs: settings, a store and a warm bank matcher."""
+
+    settings: Settings
+    store: Store
+    matcher: BankMatcher
+
+    @classmethod
+    def open(cls, settings: Settings, upgrade: bool = False) -> "JobContext":
+        """Open the store and load the bank's indexes (saved ones, brought up to date)."""
+        store = Store.open(settings, upgrade=upgrade)
+        return cls(settings, store, BankMatcher(store, settings))
+
+    def warm_up(self) -> None:
+        """Do the lazy set-up of decoders once here, rather than in every forked job."""
+        process_task(Task("warm-up", data=TINY_PNG, name="warm-up.png",
+                          max_pixels=self.settings.max_image_pixels))
+
+    def after_fork_in_child(self) -> None:
+        """Leave the parent's pooled database connections to it; the child opens its own."""
+        self.store.engine.dispose(close=False)
+
+    def close(self) -> None:
+        """Release database connections."""
+        self.store.close()
+
+
+_context: JobContext | None = None
+_context_lock = threading.Lock()
+
+
+def set_context(ctx: JobContext | None) -> None:
+    """Use ``ctx`` for the jobs of this process (the worker sets it before working)."""
+    global _context
+    with _context_lock:
+        _context = ctx
+
+
+def context() -> JobContext:
+    """This process's job context, opened from the environment's settings on first use."""
+    global _context
+    with _context_lock:
+        if _context is None:
+            _context = JobContext.open(load_settings())
+        return _context
+
+
+# -- Redis and RQ ----------------------------------------------------------------------------
+
+def redis_connection(settings: Settings, retries: int = 10) -> Redis:
+    """A Redis client that rides out a restart of the server (10 retries: about 30 s)."""
+    retry = RedisRetry(ExponentialBackoff(cap=4.0, base=0.25), retries)
+    return Redis.from_url(settings.redis_url, retry=retry, health_check_interval=30)
+
+
+def job_queue(settings: Settings, connection: Redis | None = None) -> Queue:
+    """The service's RQ queue, with the JSON serializer."""
+    return Queue(settings.queue_name, connection=connection or redis_connection(settings),
+                 serializer=JSONSerializer)
+
+
+def job_id(scan_id: str, step: str) -> str:
+    """The RQ job id of one step of a scan; fixed, so enqueueing a step twice replaces it."""
+    return f"scan-{scan_id}-{step}"
+
+
+def _retry(settings: Settings) -> Retry | None:
+    """RQ's retry policy for scan jobs (None when retries are off)."""
+    if settings.job_retries < 1:
+        return None
+    # RQ picks interval[len(intervals) - retries_left], so one delay per retry, in order.
+    delays = [RETRY_DELAYS[min(i, len(RETRY_DELAYS) - 1)] for i in range(settings.job_retries)]
+    return Retry(max=settings.job_retries, interval=delays, enqueue_at_front=True)
+
+
+def _enqueue(queue: Queue, settings: Settings, func: str, args: tuple[Any, ...], jid: str,
+             depends_on: Dependency | None = None) -> Job:
+    """Enqueue one scan job with the service's timeout, retries and failure callback."""
+    return queue.enqueue_call(
+        func, args=args, job_id=jid, timeout=settings.job_timeout, retry=_retry(settings),
+        depends_on=depends_on, on_failure=Callback("workers.jobs.on_job_failure"),
+        description=f"{func.rsplit('.', 1)[-1]}{args!r}")
+
+
+# -- entry points ----------------------------------------------------------------------------
+
+def start_scan(settings: Settings, scan_id: str) -> threading.Thread | None:
+    """Start a recorded scan: on RQ in service mode, else in a background thread (returned)."""
+    if settings.redis_url:
+        # Few retries: a caller (an API request) should hear of a Redis outage in about a
+        # second, not wait out a restart as workers do.
+        queue = job_queue(settings, redis_connection(settings, retries=2))
+        _enqueue(queue, settings, "workers.jobs.enumerate_scan", (scan_id,),
+                 job_id(scan_id, "enumerate"))
+        return None
+    thread = threading.Thread(target=run_inline, args=(settings, scan_id),
+                              name=f"scan-{scan_id}", daemon=True)
+    thread.start()
+    return thread
+
+
+def submit_scan(store: Store, settings: Settings, source: str, label: str | None = None
+                ) -> tuple[str, threading.Thread | None]:
+    """Record a scan of ``source`` with the current matching settings and start it."""
+    scan_id = store.create_scan(source, label, {"matching": settings.matching_summary()})
+    return scan_id, start_scan(settings, scan_id)
+
+
+def cancel_scan(settings: Settings, scan_id: str) -> None:
+    """Ask a scan to stop: running batches stop between files, queued ones do nothing."""
+    store = Store.open(settings, upgrade=False)
+    try:
+        progress.request_cancel(store, scan_id)
+    finally:
+        store.close()
+
+
+def enumerate_scan(scan_id: str) -> int:
+    """RQ job: list the source, record and enqueue its batches and the closing job."""
+    ctx = context()
+    queue = job_queue(ctx.settings)
+
+    def enqueue_batch(batch_no: int) -> None:
+        _enqueue(queue, ctx.settings, "workers.jobs.scan_batch", (scan_id, batch_no),
+                 job_id(scan_id, f"batch-{batch_no}"))
+
+    numbers = enumerate_batches(ctx, scan_id, enqueue_batch)
+    if numbers is None:
+        return 0
+    if not numbers:
+        close(ctx.store, scan_id)
+        return 0
+    # allow_failure: a batch that failed every retry must still let the scan close (as failed,
+    # with the results of every other batch kept).
+    deps = Dependency([job_id(scan_id, f"batch-{n}") for n in numbers], allow_failure=True,
+                      enqueue_at_front=True)
+    _enqueue(queue, ctx.settings, "workers.jobs.close_scan", (scan_id,),
+             job_id(scan_id, "close"), depends_on=deps)
+    return len(numbers)
+
+
+def scan_batch(scan_id: str, batch_no: int) -> str:
+    """RQ job: scan one batch of top-level files in this process; returns the batch's state."""
+    return run_batch(context(), scan_id, batch_no)
+
+
+def close_scan(scan_id: str) -> str:
+    """RQ job: give the scan its final state once every batch has finished or failed."""
+    return close(context().store, scan_id)
+
+
+def on_job_failure(job: Job, connection: Redis, exc_type: Any, exc: Any, tb: Any) -> None:
+    """RQ failure callback: on a job's last failure, record why and mark what it owned."""
+    if job.retries_left:
+        return  # RQ retries it
+    scan_id = str(job.args[0])
+    step = (job.func_name or "").rsplit(".", 1)[-1]
+    reason = f"{type(exc).__name__}: {exc}" if exc is not None else "lost"
+    store = context().store
+    if step == "scan_batch":
+        batch_no = int(job.args[1])
+        progress.finish_batch(store, scan_id, batch_no, "failed")
+        progress.add_scan_error(store, scan_id, f"batch {batch_no} failed: {reason}")
+    else:
+        # Without its enumeration or closing job nothing else would end the scan.
+        progress.add_scan_error(store, scan_id, f"{step} failed: {reason}")
+        store.set_scan_state(scan_id, "failed")
+
+
+# -- the steps, shared by RQ jobs and the in-process runner ----------------------------------
+
+def enumerate_batches(ctx: JobContext, scan_id: str, submit: Callable[[int], None]
+                      ) -> list[int] | None:
+    """Record the source's batches, handing each unfinished one to ``submit`` as it is formed.
+
+    Returns the batch numbers, or None when the scan ended here (already final, cancelled
+    before it began, or a source that does not exist).
+    """
+    store, settings = ctx.store, ctx.settings
+    scan = store.get_scan(scan_id)
+    if scan.state in FINAL_STATES:
+        return None
+    if scan.cancel_requested:
+        close(store, scan_id)
+        return None
+    store.set_scan_state(scan_id, "running", bank_cursor=store.bank_cursor())
+    recorder = Recorder(store, scan_id, ctx.matcher)
+    watch = CancelWatch(store, scan_id)
+    done = {n for n, s in progress.batch_states(store, scan_id).items()
+            if s in BATCH_FINAL_STATES}
+    numbers: list[int] = []
+    files = 0
+    try:
+        for batch_no, entries in enumerate(batches(watch.watch(list_source(scan.source)),
+                                                   recorder, settings)):
+            progress.add_batch(store, scan_id, batch_no, [encode_entry(e) for e in entries])
+            files += len(entries)
+            progress.set_enumerated(store, scan_id, files, None)
+            numbers.append(batch_no)
+            if batch_no not in done:  # a repeated enumeration skips finished batches
+                submit(batch_no)
+    except SourceError as exc:
+        recorder.flush()
+        progress.add_scan_error(store, scan_id, str(exc))
+        store.set_scan_state(scan_id, "failed")
+        return None
+    recorder.flush()
+    # A listing cut short by a cancel leaves the total unknown, so the scan cannot pass as done.
+    progress.set_enumerated(store, scan_id, files, None if watch.cancelled else len(numbers))
+    return numbers
+
+
+def run_batch(ctx: JobContext, scan_id: str, batch_no: int,
+              hasher: Hasher | InlineHasher | None = None) -> str:
+    """Scan one batch; stops early on cancel. Returns the batch's final state."""
+    store, settings = ctx.store, ctx.settings
+    claim = progress.claim_batch(store, scan_id, batch_no)
+    if claim.state in BATCH_FINAL_STATES:
+        return claim.state  # delivered twice: the first delivery did the work
+    if claim.cancel_requested:
+        progress.finish_batch(store, scan_id, batch_no, "cancelled")
+        return "cancelled"
+    if hasher is None:
+        # A retried batch may hold a file that crashes the decoder (and so the worker): a retry
+        # decodes in a child process, where such a file costs itself, not the batch.
+        hasher = InlineHasher() if claim.attempt == 1 else Hasher(1, settings.chunk_size)
+    ctx.matcher.refresh()  # new registrations match, withdrawn ones stop matching
+    watch = CancelWatch(store, scan_id, checked=True)
+    items = batch_items(claim.source, [decode_entry(e) for e in claim.entries],
+                        settings.limits)
+    scan_items(watch.watch(items), Recorder(store, scan_id, ctx.matcher), settings,
+               hasher=hasher)
+    state = "cancelled" if watch.cancelled else "done"
+    progress.finish_batch(store, scan_id, batch_no, state)
+    return state
+
+
+def close(store: Store, scan_id: str) -> str:
+    """Give a scan its final state: done when the source was listed whole and every batch is
+    done, else cancelled (when asked) or failed."""
+    scan = store.get_scan(scan_id)
+    if scan.state in FINAL_STATES:
+        return scan.state
+    states = progress.batch_states(store, scan_id)
+    unfinished = sorted(n for n, s in states.items() if s != "done")
+    if scan.batches_total is not None and not unfinished:
+        state = "done"
+    elif scan.cancel_requested:
+        state = "cancelled"
+    else:
+        state = "failed"
+        shown = ", ".join(str(n) for n in unfinished[:20])
+        more = f" and {len(unfinished) - 20} more" if len(unfinished) > 20 else ""
+        progress.add_scan_error(store, scan_id, f"{len(unfinished)} of {len(states)} batches "
+                                                f"did not complete: {shown}{more}")
+    store.set_scan_state(scan_id, state)
+    return state
+
+
+def run_inline(settings: Settings, scan_id: str) -> str:
+    """Run a scan's jobs one after another in this process (embedded mode, no Redis)."""
+    ctx = JobContext.open(settings, upgrade=True)
+    try:
+        numbers: list[int] = []
+        if enumerate_batches(ctx, scan_id, numbers.append) is None:
+            return ctx.store.get_scan(scan_id).state
+        for batch_no in numbers:
+            _run_batch_with_retries(ctx, scan_id, batch_no)
+        return close(ctx.store, scan_id)
+    except Exception as exc:
+        log.exception("scan %s failed", scan_id)
+        progress.add_scan_error(ctx.store, scan_id, f"{type(exc).__name__}: {exc}")
+        ctx.store.set_scan_state(scan_id, "failed")
+        return "failed"
+    finally:
+        ctx.close()
+
+
+def _run_batch_with_retries(ctx: JobContext, scan_id: str, batch_no: int) -> None:
+    """Run a batch inline, retrying as RQ would; a batch that keeps failing is marked failed."""
+    reason = ""
+    for attempt in range(ctx.settings.job_retries + 1):
+        try:
+            # Embedded mode has no worker processes, so each batch hashes on every core.
+            run_batch(ctx, scan_id, batch_no,
+                      Hasher(ctx.settings.worker_count, ctx.settings.chunk_size))
+            return
+        except Exception as exc:
+            log.warning("scan %s batch %d attempt %d failed: %s", scan_id, batch_no,
+                        attempt + 1, exc)
+            reason = f"{type(exc).__name__}: {exc}"
+    progress.finish_batch(ctx.store, scan_id, batch_no, "failed")
+    progress.add_scan_error(ctx.store, scan_id, f"batch {batch_no} failed: {reason}")
+
+
+# -- enumeration and batches -----------------------------------------------------------------
+
+class CancelWatch:
+    """Passes items through until the scan's cancel flag is seen (looked at once a second)."""
+
+    def __init__(self, store: Store, scan_id: str, checked: bool = False) -> None:
+        self.store = store
+        self.scan_id = scan_id
+        self.cancelled = False
+        # ``checked``: the caller has just looked, so the first look can wait a second.
+        self._next_check = time.monotonic() + CANCEL_CHECK_SECONDS if checked else 0.0
+
+    def watch(self, items: Iterable[T]) -> Iterator[T]:
+        """The items, stopping early once a cancel is requested."""
+        iterator = iter(items)
+        try:
+            for item in iterator:
+                now = time.monotonic()
+                if now >= self._next_check:
+                    self._next_check = now + CANCEL_CHECK_SECONDS
+                    if progress.cancel_requested(self.store, self.scan_id):
+                        self.cancelled = True
+                        return
+                yield item
+        finally:
+            close_iter = getattr(iterator, "close", None)
+            if close_iter is not None:
+                close_iter()  # releases open files of a walk stopped part-way
+
+
+def list_source(source: str) -> Listing:
+    """The source's top-level files in walk order with their sizes, and what was skipped.
+
+    Nothing is opened: an archive is one entry, expanded by the batch that scans it.
+    """
+    path = os.fsdecode(source)
+    if os.path.isdir(path):
+        yield from _list_directory(path)
+    elif os.path.lexists(path):
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            size = 0  # the batch reports why it cannot be read
+        yield os.path.basename(path) or path, size
+    else:
+        raise SourceError(f"evidence source not found: {path}")
+
+
+def _list_directory(root: str) -> Listing:
+    """Regular files under ``root`` in the order walk_directory visits them, with sizes."""
+    stack = [_listing(os.path.abspath(root), "")]
+    while stack:
+        step = next(stack[-1], None)
+        if step is None:
+            stack.pop()
+            continue
+        if isinstance(step, Problem):
+            yield step
+            continue
+        relpath, entry = step
+        try:
+            kind = _kind(entry)
+        except OSError as exc:  # vanished, or not permitted to stat
+            yield Problem(fs_locator(relpath), "enumerate", _os_message(exc))
+            continue
+        if kind == "dir":
+            stack.append(_listing(entry.path, relpath))
+        elif kind == "file":
+            try:
+                size = entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                size = 0  # the batch reports why it cannot be read
+            yield relpath, size
+        else:
+            yield Problem(fs_locator(relpath), "enumerate", SKIP_MESSAGES[kind], skipped=True,
+                          reason=kind)
+
+
+def batches(listing: Listing, recorder: Recorder, settings: Settings) -> Iterator[list[str]]:
+    """Group listed files into batches of batch_files files or batch_bytes bytes at most.
+
+    Problems of the listing are recorded on the way; a file larger than batch_bytes is a batch
+    of its own.
+    """
+    batch: list[str] = []
+    size = 0
+    for item in listing:
+        if isinstance(item, Problem):
+            recorder.problem(item)
+            continue
+        relpath, nbytes = item
+        if batch and (len(batch) >= settings.batch_files
+                      or size + nbytes > settings.batch_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(relpath)
+        size += nbytes
+    if batch:
+        yield batch
+
+
+def batch_items(source: str, relpaths: list[str], limits: Limits) -> Walk:
+    """Walk items of a batch's top-level files, exactly as a walk of the whole source has them."""
+    if os.path.isdir(source):
+        root = os.path.abspath(source)
+        for relpath in relpaths:
+            yield from walk_fs_file(os.path.join(root, relpath), fs_locator(relpath), limits)
+    elif os.path.lexists(source):
+        yield from walk_file(source, limits)
+    else:
+        raise SourceError(f"evidence source not found: {source}")
+
+
+def encode_entry(relpath: str) -> Any:
+    """A relative path as JSON: itself, or its raw bytes where the name is not valid UTF-8."""
+    try:
+        relpath.encode("utf-8")
+    except UnicodeEncodeError:
+        # Undecodable names hold lone surrogates, which JSON in PostgreSQL rejects.
+        return {"b64": base64.b64encode(os.fsencode(relpath)).decode("ascii")}
+    return relpath
+
+
+def decode_entry(value: Any) -> str:
+    """The relative path an :func:`encode_entry` value stands for."""
+    if isinstance(value, dict):
+        return os.fsdecode(base64.b64decode(value["b64"]))
+    return str(value)
