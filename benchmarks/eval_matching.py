@@ -28,7 +28,9 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hashsvc.demo import photo  # noqa: E402
-from hashsvc.hashing import HashSet, hamming_hex, hash_bytes  # noqa: E402
+from hashsvc.decode import HEIF_THUMBNAIL_MIN_SIDE, decode  # noqa: E402
+from hashsvc.features import Features, encode_line, extract, extract_registered  # noqa: E402
+from hashsvc.hashing import HashSet, exact_hashes, hash_picture  # noqa: E402
 from hashsvc.matching import BankMatcher, pair_distances  # noqa: E402
 from hashsvc.settings import Settings, load_settings  # noqa: E402
 from hashsvc.store import Store  # noqa: E402
@@ -148,29 +150,50 @@ TRANSFORMS: dict[str, Transform] = {
 }
 
 
-def register_all(store: Store) -> dict[str, HashSet]:
+def register_all(store: Store, features: bool) -> dict[str, HashSet]:
     """Register every photograph (as a JPEG on the victim's device) under its own case."""
     out = {}
     for name in PHOTOS:
-        hs = hash_bytes(encode(load_photo(name), quality=95), with_variants=True)
-        store.register(f"case-{name}", [hs.to_json()])
+        data = encode(load_photo(name), quality=95)
+        picture = decode(data)
+        hs = hash_picture(picture, exact_hashes(data), len(data), with_variants=True)
+        line = hs.to_json()
+        if features:
+            line["features"] = encode_line(extract_registered(picture.image))
+        store.register(f"case-{name}", [line])
         out[name] = hs
     return out
+
+
+def scan_copy(data: bytes, features: bool) -> tuple[HashSet, Features | None]:
+    """What a scan computes for one file: its hashes, and its local features if enabled."""
+    picture = decode(data, heif_thumbnail_min_side=HEIF_THUMBNAIL_MIN_SIDE)
+    hs = hash_picture(picture, exact_hashes(data), len(data))
+    return hs, (extract(picture.image) if features else None)
 
 
 def evaluate(settings: Settings) -> dict[str, Any]:
     """Run every transform of every photograph through the matcher; collect the figures."""
     store = Store.open(settings)
-    registered = register_all(store)
+    registered = register_all(store, settings.features_stage)
     matcher = BankMatcher(store, settings, persist=False)
     ids = {d["case"]: i for i, d in matcher.store.image_details(range(1, 10_000)).items()}
     details = store.image_details(ids.values())
     rows: dict[str, dict[str, Any]] = {}
+    by_features: dict[str, int] = defaultdict(int)
     for tname, transform in TRANSFORMS.items():
         hits = misses = false = 0
         true_pdq, nearest_other, missed = [], [], []
-        copies = [hash_bytes(transform(load_photo(p)), heif_thumbnails=True) for p in PHOTOS]
-        for name, copy, cands in zip(PHOTOS, copies, matcher.match_many(copies)):
+        scanned = [scan_copy(transform(load_photo(p)), settings.features_stage) for p in PHOTOS]
+        copies = [hs for hs, _ in scanned]
+        found = matcher.match_many(copies)
+        second = [i for i, c in enumerate(found) if not c and scanned[i][1] is not None]
+        stage_two = matcher.match_features([copies[i] for i in second],
+                                           [scanned[i][1] for i in second])
+        for i, cands in zip(second, stage_two):
+            found[i] = cands
+            by_features[tname] += bool(cands)
+        for name, copy, cands in zip(PHOTOS, copies, found):
             cases = {c.case for c in cands}
             own = f"case-{name}"
             hits += own in cases
@@ -185,7 +208,8 @@ def evaluate(settings: Settings) -> dict[str, Any]:
         rows[tname] = {"copies": len(PHOTOS), "found": hits, "missed": missed,
                        "false_matches": false, "pdq_true_mean": float(np.mean(true_pdq)),
                        "pdq_true_max": int(max(true_pdq)),
-                       "pdq_nearest_unrelated": int(min(nearest_other))}
+                       "pdq_nearest_unrelated": int(min(nearest_other)),
+                       "found_by_features": by_features[tname]}
     store.close()
     total = sum(r["copies"] for r in rows.values())
     found = sum(r["found"] for r in rows.values())
@@ -200,11 +224,13 @@ def evaluate(settings: Settings) -> dict[str, Any]:
 
 def table(result: dict[str, Any]) -> str:
     """The results as a Markdown table with a summary line."""
-    lines = ["| transform | found | recall | false matches | PDQ to own photo (mean / max) "
-             "| PDQ to nearest unrelated | missed |", "|---|---|---|---|---|---|---|"]
+    lines = ["| transform | found | recall | false matches | of which by local features "
+             "| PDQ to own photo (mean / max) | PDQ to nearest unrelated | missed |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, r in result["transforms"].items():
         lines.append(f"| {name} | {r['found']}/{r['copies']} | {r['found'] / r['copies']:.2f} "
-                     f"| {r['false_matches']} | {r['pdq_true_mean']:.1f} / {r['pdq_true_max']} "
+                     f"| {r['false_matches']} | {r['found_by_features']} "
+                     f"| {r['pdq_true_mean']:.1f} / {r['pdq_true_max']} "
                      f"| {r['pdq_nearest_unrelated']} | {', '.join(r['missed']) or '–'} |")
     lines.append("")
     lines.append(f"**All transforms: recall {result['recall']:.3f} ({result['copies']} copies), "
@@ -226,10 +252,13 @@ def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument("--no-features", action="store_true",
+                        help="global hashes only (the second stage off)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        result = evaluate(load_settings(data_dir=tmp))
+        result = evaluate(load_settings(data_dir=tmp,
+                                        features_stage=not args.no_features))
     text = table(result)
     print(text)
     if args.json:
