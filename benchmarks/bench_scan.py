@@ -24,10 +24,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import camera_photo  # noqa: E402
 from hashsvc.demo import encode, photo  # noqa: E402
-from hashsvc.hashing import hash_bytes  # noqa: E402
+from hashsvc.decode import decode  # noqa: E402
+from hashsvc.features import encode_line, extract_registered  # noqa: E402
+from hashsvc.hashing import exact_hashes, hash_picture  # noqa: E402
 from hashsvc.pipeline import run_scan  # noqa: E402
 from hashsvc.settings import load_settings  # noqa: E402
 from hashsvc.store import Store  # noqa: E402
+
+
+def registration_line(data: bytes) -> dict[str, Any]:
+    """A hash line with orientation variants and local features, as `hashsvc hash` makes."""
+    picture = decode(data)
+    line = hash_picture(picture, exact_hashes(data), len(data), with_variants=True).to_json()
+    line["features"] = encode_line(extract_registered(picture.image))
+    return line
 
 
 def make_dump(folder: Path, count: int, width: int, height: int) -> None:
@@ -59,10 +69,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--height", type=int, default=3000)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    bank = [hash_bytes(encode(photo(n), "JPEG"), with_variants=True).to_json()
+    bank = [registration_line(encode(photo(n), "JPEG"))
             for n in ("astronaut", "coffee", "chelsea")]
-    configs = {"step 1 (global hashes)": {"trim_frames": False},
-               "all stages": {"trim_frames": True}}
+    configs = {"step 1 (global hashes)": {"trim_frames": False, "features_stage": False},
+               "all stages": {"trim_frames": True, "features_stage": True}}
     results = {}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
