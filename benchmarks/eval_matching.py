@@ -150,10 +150,11 @@ TRANSFORMS: dict[str, Transform] = {
 }
 
 
-def register_all(store: Store, features: bool) -> dict[str, HashSet]:
+def register_all(store: Store, features: bool,
+                 photos: tuple[str, ...] = PHOTOS) -> dict[str, HashSet]:
     """Register every photograph (as a JPEG on the victim's device) under its own case."""
     out = {}
-    for name in PHOTOS:
+    for name in photos:
         data = encode(load_photo(name), quality=95)
         picture = decode(data)
         hs = hash_picture(picture, exact_hashes(data), len(data), with_variants=True)
