@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
+import cv2
 from rq import Worker
 from rq.job import Job
 from rq.queue import Queue
@@ -63,6 +64,9 @@ def run_worker(settings: Settings, burst: bool = False, name: str | None = None)
     """Work on the queue until stopped (or until it is empty, with ``burst``)."""
     if not settings.redis_url:
         raise SystemExit("hashsvc worker needs HASHSVC_REDIS_URL (embedded mode has no workers)")
+    # One worker is one core (scale by starting workers): OpenCV's own thread pool, used by
+    # the local-feature stage, would contend with the other workers for the same cores.
+    cv2.setNumThreads(1)
     ctx = JobContext.open(settings)
     ctx.warm_up()
     # SQLAlchemy's rule for os.fork(): the child drops the inherited pool without closing it.
@@ -78,7 +82,7 @@ def main() -> None:
     """``python -m workers.worker``: the same command as ``hashsvc worker``."""
     from hashsvc.cli import main as cli
 
-    cli(["worker", *sys.argv[1:]])
+    cli(["worker", *sys.argv[1:]], prog_name="hashsvc")
 
 
 if __name__ == "__main__":
