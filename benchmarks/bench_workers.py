@@ -241,25 +241,31 @@ def main(argv: list[str] | None = None) -> None:
 
 def run_all(store: Store, settings: Settings, dump: Path, tmp: Path, repeat: int
             ) -> dict[str, Any]:
-    """Time the three scans (the fastest of ``repeat`` each) and compute the ratios."""
-    embedded, images = min(embedded_seconds(store, settings, dump) for _ in range(repeat))
-    runs = {}
-    for workers in (1, 2):
-        runs[workers] = min((distributed_seconds(store, settings, dump, workers, tmp)
-                             for _ in range(repeat)), key=lambda run: run[0])
-        status = runs[workers][1]
+    """Time the three scans and compute the ratios.
+
+    With ``repeat`` the three are run in turn that many times and the fastest of each counts,
+    so that a burst of load from elsewhere does not land on one configuration only.
+    """
+    seconds: dict[str, float] = {}
+    images = 0
+    statuses: dict[int, dict[str, Any]] = {}
+    for _ in range(repeat):
+        took, images = embedded_seconds(store, settings, dump)
+        seconds["embedded_1"] = min(seconds.get("embedded_1", took), took)
+        for workers in (1, 2):
+            took, statuses[workers] = distributed_seconds(store, settings, dump, workers, tmp)
+            key = f"workers_{workers}"
+            seconds[key] = min(seconds.get(key, took), took)
+    for status in statuses.values():
         if status["state"] != "done" or status["images_hashed"] != images:
             raise RuntimeError(f"distributed scan differs from embedded: {status}")
-    one, two = runs[1][0], runs[2][0]
     return {
-        "count": runs[1][1]["files_done"], "cpus": os.cpu_count(),
-        "batch_files": settings.batch_files, "batches": runs[1][1]["batches_total"],
-        "repeat": repeat,
-        "seconds": {"embedded_1": embedded, "workers_1": one, "workers_2": two},
-        "images_per_s": {"embedded_1": images / embedded, "workers_1": images / one,
-                         "workers_2": images / two},
-        "speedup_2_workers": one / two,
-        "overhead_vs_embedded": one / embedded,
+        "count": statuses[1]["files_done"], "cpus": os.cpu_count(),
+        "batch_files": settings.batch_files, "batches": statuses[1]["batches_total"],
+        "repeat": repeat, "seconds": seconds,
+        "images_per_s": {key: images / took for key, took in seconds.items()},
+        "speedup_2_workers": seconds["workers_1"] / seconds["workers_2"],
+        "overhead_vs_embedded": seconds["workers_1"] / seconds["embedded_1"],
         "load_average": os.getloadavg(),
     }
 

@@ -37,13 +37,14 @@ FORMAT_VERSION = 1
 #: Extraction parameters; bump when they change, since old and new features match less well.
 EXTRACTOR_VERSION = 1
 
-#: Scanned pictures are normalised to this shorter side. A crop shown on a phone is usually
-#: enlarged, so the scan side works coarser than the registration side: that keeps the two
-#: pyramids overlapping for crops down to a third of the picture, and ORB costs ~4 ms here.
+#: Scanned pictures are normalised to this shorter side, half the registration side: a crop is
+#: usually shown larger than the same region of the registered picture, so the scanned picture
+#: is taken coarser. 256 found as many crops of scikit-image photos as 384 at about half the
+#: ORB time (5 ms against 10 ms).
 SCAN_SIDE = 256
-#: Registered pictures are normalised (usually enlarged) to this shorter side. Enlarging the
-#: canonical picture 2x raised recall on 10%-area crops from 7/20 to 11/20 on scikit-image photos
-#: while keeping unrelated photos at <= 5 inliers.
+#: Registered pictures are normalised (usually enlarged) to this shorter side. Registering at
+#: 512 rather than at the scan side raised recall on 10%-area crops of scikit-image photos from
+#: 7/20 to 12/20, while unrelated photographs stayed at <= 5 inliers.
 REGISTER_SIDE = 512
 #: The longer side is capped at this multiple of the shorter one (long screenshots, panoramas).
 MAX_ASPECT = 4.0
@@ -55,9 +56,11 @@ REGISTER_FEATURES = 700
 #: FAST corner threshold. 5 rather than OpenCV's 20: low-contrast photographs (a motion-blurred
 #: clock, a retina) gave no keypoints in their smooth halves at 20, and crops of them failed.
 FAST_THRESHOLD = 5
-#: ORB pyramid: 8 levels 1.2 apart cover a 3.6x scale change in each direction.
+#: ORB pyramid: 10 levels 1.2 apart span 5.2x. A whole picture inside a screenshot shows up
+#: ~2.7x smaller in the scan frame than in the registered frame, beyond the 3.6x span of
+#: OpenCV's 8 levels at its edge: 10 levels took such screenshots from 7/10 to 9/10.
 SCALE_FACTOR = 1.2
-LEVELS = 8
+LEVELS = 10
 PATCH_SIZE = 31
 #: Registered keypoints are spread over a GRID x GRID grid (the strongest per cell first), so that
 #: a crop of a plain region still holds registered keypoints; ORB's global ranking crowds them
@@ -146,13 +149,14 @@ def _working_grey(picture: Image.Image, side: int) -> np.ndarray:
 def _orb(grey: np.ndarray, max_features: int, grid: int) -> tuple[np.ndarray, np.ndarray]:
     """ORB keypoint positions and descriptors, the strongest per grid cell when grid > 1."""
     oversample = OVERSAMPLE if grid > 1 else 1
-    orb = cv2.ORB_create(nfeatures=max_features * oversample, scaleFactor=SCALE_FACTOR,
-                         nlevels=LEVELS, edgeThreshold=PATCH_SIZE, patchSize=PATCH_SIZE,
-                         fastThreshold=FAST_THRESHOLD)
-    keypoints = orb.detect(grey, None)
+    orb = cv2.ORB.create(nfeatures=max_features * oversample, scaleFactor=SCALE_FACTOR,
+                          nlevels=LEVELS, edgeThreshold=PATCH_SIZE, patchSize=PATCH_SIZE,
+                          fastThreshold=FAST_THRESHOLD)
     if grid > 1:
-        keypoints = _spread(keypoints, grey.shape, max_features, grid)
-    keypoints, descriptors = orb.compute(grey, keypoints)
+        chosen = _spread(orb.detect(grey, None), grey.shape, max_features, grid)
+        keypoints, descriptors = orb.compute(grey, chosen)
+    else:
+        keypoints, descriptors = orb.detectAndCompute(grey, None)
     if descriptors is None or not keypoints:
         return np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_BYTES), np.uint8)
     points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
@@ -184,7 +188,7 @@ def _features(parts: list[tuple[np.ndarray, np.ndarray, bool]], grey: np.ndarray
     """Assemble parts (points, descriptors, mirrored) into Features with quantised points."""
     points = np.concatenate([p for p, _, _ in parts]).astype(np.float32)
     # Quantise now, so that a round trip through to_bytes gives back equal features.
-    points = np.round(points * _SUBPIXEL).astype(np.float32) / _SUBPIXEL
+    points = (np.round(points * _SUBPIXEL) / _SUBPIXEL).astype(np.float32)
     return Features(
         keypoints=points,
         descriptors=np.concatenate([d for _, d, _ in parts]).astype(np.uint8),
@@ -342,7 +346,7 @@ class MatchParams:
 
     neighbours: int = 4  # nearest registered descriptors fetched per scanned descriptor
     max_distance: int = 64  # Hamming bits (of 256) for a descriptor pair to count at all
-    nprobe: int = 4  # inverted lists searched per scanned descriptor
+    nprobe: int = 3  # inverted lists searched per scanned descriptor
     quantizer_nprobe: int = 4  # coarse cells searched when finding those lists
     candidates: int = 5  # registered images, by votes, that go on to geometric verification
     min_inliers: int = 12  # correspondences consistent with one transform
@@ -374,10 +378,14 @@ class FeatureIndex:
 
     Descriptors live in a faiss binary inverted-file index whose coarse quantizer is itself an
     inverted file (fine centroids sampled from the bank, grouped under k-means coarse centroids),
-    so a scanned descriptor is compared with about 1,300 centroids and a few lists instead of
-    every registered descriptor. The index is retrained when the bank grows fourfold. Withdrawn
+    so a scanned descriptor is compared with at most ~1,300 centroids and three lists of ~250
+    codes instead of every registered descriptor. The index is retrained when the bank grows fourfold. Withdrawn
     images stop matching at once (their votes are dropped) and their descriptors are purged from
     the lists when enough have accumulated, or by :meth:`compact`.
+
+    faiss runs OpenMP threads; in a process whose cores are busy (scan workers), set
+    ``faiss.omp_set_num_threads(1)``: on a loaded 2-core host, two threads made a build 25 times
+    and single searches up to 70 times slower.
     """
 
     #: Target mean length of an inverted list.
@@ -585,7 +593,8 @@ class FeatureIndex:
             return None
         inliers, agreement, shown, rotation, region, mirrored, matched = best
         return FeatureMatch(image_id=image_id, inliers=inliers, matched=matched, votes=votes,
-                            agreement=agreement, shown=shown, rotation=rotation,
+                            agreement=round(agreement, 3), shown=shown,
+                            rotation=round(rotation, 1),
                             mirrored=mirrored, region=region)
 
 
@@ -632,7 +641,9 @@ def _make_ivf(codes: np.ndarray, list_size: int) -> tuple[Any, tuple[Any, ...]]:
         sample = codes[rng.choice(len(codes), min(len(codes), 100 * ncoarse), replace=False)]
         kmeans = faiss.Kmeans(bits, ncoarse, niter=10, seed=1, verbose=False)
         kmeans.train(np.unpackbits(sample, axis=1).astype(np.float32))
-        coarse.add(np.packbits(kmeans.centroids > 0.5, axis=1))
+        centroids = kmeans.centroids
+        assert centroids is not None
+        coarse.add(np.packbits(centroids > 0.5, axis=1))
     else:
         coarse.add(np.zeros((1, DESCRIPTOR_BYTES), np.uint8))
         ncoarse = 1
