@@ -30,10 +30,8 @@ from hashsvc.matching import BankMatcher
 from hashsvc.pipeline import (Hasher, InlineHasher, Recorder, Task, process_task,
                               scan_items)
 from hashsvc.settings import Settings, load_settings
-from hashsvc.sources.archives import SKIP_MESSAGES
 from hashsvc.sources.base import Limits, Problem, Walk
-from hashsvc.sources.directory import (_kind, _listing, _os_message, fs_locator, walk_file,
-                                       walk_fs_file)
+from hashsvc.sources.directory import fs_locator, iter_tree, walk_file, walk_fs_file
 from hashsvc.store import Store
 from hashsvc.store import progress
 from hashsvc.store.progress import BATCH_FINAL_STATES, FINAL_STATES
@@ -406,32 +404,16 @@ def list_source(source: str) -> Listing:
 
 def _list_directory(root: str) -> Listing:
     """Regular files under ``root`` in the order walk_directory visits them, with sizes."""
-    stack = [_listing(os.path.abspath(root), "")]
-    while stack:
-        step = next(stack[-1], None)
-        if step is None:
-            stack.pop()
-            continue
+    for step in iter_tree(root):
         if isinstance(step, Problem):
             yield step
             continue
         relpath, entry = step
         try:
-            kind = _kind(entry)
-        except OSError as exc:  # vanished, or not permitted to stat
-            yield Problem(fs_locator(relpath), "enumerate", _os_message(exc))
-            continue
-        if kind == "dir":
-            stack.append(_listing(entry.path, relpath))
-        elif kind == "file":
-            try:
-                size = entry.stat(follow_symlinks=False).st_size
-            except OSError:
-                size = 0  # the batch reports why it cannot be read
-            yield relpath, size
-        else:
-            yield Problem(fs_locator(relpath), "enumerate", SKIP_MESSAGES[kind], skipped=True,
-                          reason=kind)
+            size = entry.stat(follow_symlinks=False).st_size
+        except OSError:
+            size = 0  # the batch reports why it cannot be read
+        yield relpath, size
 
 
 def batches(listing: Listing, recorder: Recorder, settings: Settings) -> Iterator[list[str]]:

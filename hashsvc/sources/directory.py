@@ -114,8 +114,11 @@ def _listing(path: str, relpath: str) -> _Listing:
         yield (f"{relpath}/{entry.name}" if relpath else entry.name), entry
 
 
-def walk_directory(root: str, limits: Limits) -> Walk:
-    """Walk a directory depth-first in name order (an explicit stack: trees can be deep)."""
+def iter_tree(root: str) -> Iterator[tuple[str, os.DirEntry[str]] | Problem]:
+    """Regular files under ``root`` depth-first in name order, and Problems for everything else.
+
+    An explicit stack, since trees can be deep; links and special files are skipped Problems.
+    """
     stack = [_listing(os.path.abspath(root), "")]
     while stack:
         step = next(stack[-1], None)
@@ -126,18 +129,28 @@ def walk_directory(root: str, limits: Limits) -> Walk:
             yield step
             continue
         relpath, entry = step
-        loc = fs_locator(relpath)
         try:
             kind = _kind(entry)
         except OSError as exc:  # vanished, or not permitted to stat
-            yield Problem(loc, "enumerate", _os_message(exc))
+            yield Problem(fs_locator(relpath), "enumerate", _os_message(exc))
             continue
         if kind == "dir":
             stack.append(_listing(entry.path, relpath))
         elif kind == "file":
-            yield from walk_fs_file(entry.path, loc, limits)
+            yield relpath, entry
         else:
-            yield Problem(loc, "enumerate", SKIP_MESSAGES[kind], skipped=True, reason=kind)
+            yield Problem(fs_locator(relpath), "enumerate", SKIP_MESSAGES[kind], skipped=True,
+                          reason=kind)
+
+
+def walk_directory(root: str, limits: Limits) -> Walk:
+    """Walk a directory depth-first in name order."""
+    for step in iter_tree(root):
+        if isinstance(step, Problem):
+            yield step
+        else:
+            relpath, entry = step
+            yield from walk_fs_file(entry.path, fs_locator(relpath), limits)
 
 
 def walk_file(path: str, limits: Limits) -> Walk:
