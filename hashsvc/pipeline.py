@@ -258,7 +258,14 @@ def make_pool(workers: int) -> ProcessPoolExecutor:
     """A pool of decode/hash processes, started with forkserver (no inherited locks)."""
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["hashsvc.pipeline"])
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_one_thread)
+
+
+def _one_thread() -> None:
+    """Keep OpenCV to one thread per hashing process: the pool already uses every core."""
+    import cv2
+
+    cv2.setNumThreads(1)
 
 
 class Hasher:
