@@ -154,9 +154,9 @@ def test_unrelated_photographs_never_match(index: F.FeatureIndex, name: str) -> 
         assert best(index, canonical(picture)) == []
 
 
-def watermarked(img: Image.Image, text: str) -> Image.Image:
-    """The picture with a logo-like mark in its lower right corner."""
-    mark = source("logo").resize((img.width // 5, img.width // 5))
+def watermarked(img: Image.Image, text: str, width: float) -> Image.Image:
+    """The picture with a logo ``width`` of its width wide in its lower right corner."""
+    mark = source("logo").resize((round(img.width * width),) * 2)
     alpha = Image.fromarray((np.asarray(mark.convert("L")) < 250).astype(np.uint8) * 255)
     out = img.convert("RGB")
     out.paste(mark, (img.width - mark.width - 4, img.height - mark.height - 4), alpha)
@@ -164,14 +164,14 @@ def watermarked(img: Image.Image, text: str) -> Image.Image:
     return out
 
 
-def test_a_shared_watermark_is_not_a_match() -> None:
+@pytest.mark.parametrize("width", [0.2, 0.4])
+def test_a_shared_watermark_is_not_a_match(width: float) -> None:
     """Two different photographs carrying the same corner logo do not match each other."""
     for registered, scanned in (("chelsea", "rocket"), ("astronaut", "coffee"),
                                 ("camera", "moon")):
-        index = F.FeatureIndex.build(
-            [(1, F.extract_registered(canonical(watermarked(source(registered), "site"),
-                                                "PNG")))])
-        assert best(index, canonical(watermarked(source(scanned), "site"))) == []
+        index = F.FeatureIndex.build([(1, F.extract_registered(
+            canonical(watermarked(source(registered), "site", width), "PNG")))])
+        assert best(index, canonical(watermarked(source(scanned), "site", width))) == []
 
 
 def test_removal_stops_matching_at_once(bank: dict[int, F.Features]) -> None:
