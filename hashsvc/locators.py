@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 class Link:
     """One step of a locator: how to get from the container to the next object."""
 
-    kind: str  # "fs", "zip", "tar", "7z", "gzip", "bz2", "xz" (later: "partition", "s3", ...)
+    kind: str  # "fs", "zip", "tar", "7z", "gzip", "bz2", "xz", "partition", "tsk", "s3", ...
     name: str  # the raw member name or relative path, exactly as found
-    attrs: tuple[tuple[str, str], ...] = field(default=())  # extra facts (inode, version id)
+    # Extra facts as sorted (name, text) pairs: inode, deleted ("true"/"false"), version id,
+    # MAC times. They are part of the locator's identity (see Locator.key).
+    attrs: tuple[tuple[str, str], ...] = field(default=())
 
     @property
     def display(self) -> str:
@@ -59,8 +61,10 @@ class Locator:
         """Stable, unique string for the database (unique per scan and locator)."""
         # ASCII escapes keep names that are not valid UTF-8 (surrogate-escaped bytes from the
         # file system) storable in any database, and round-trip through from_key.
-        return json.dumps([[l.kind, l.name] for l in self.links], ensure_ascii=True,
-                          separators=(",", ":"))
+        # Attributes (an inode, a version id, a deleted flag) are part of the identity: two
+        # deleted files may share a name, and two versions of an S3 object always do.
+        return json.dumps([[l.kind, l.name, dict(l.attrs)] if l.attrs else [l.kind, l.name]
+                           for l in self.links], ensure_ascii=True, separators=(",", ":"))
 
     def to_list(self) -> list[dict[str, object]]:
         """Plain JSON-able form."""
@@ -69,7 +73,17 @@ class Locator:
     @classmethod
     def from_key(cls, key: str) -> "Locator":
         """Inverse of :meth:`key`."""
-        return cls(tuple(Link(kind, name) for kind, name in json.loads(key)))
+        return cls(tuple(Link(step[0], step[1],
+                              tuple(sorted(step[2].items())) if len(step) > 2 else ())
+                         for step in json.loads(key)))
+
+    def attr(self, name: str) -> str | None:
+        """The innermost value of an attribute along the chain (None where no link has it)."""
+        for link in reversed(self.links):
+            for key, value in link.attrs:
+                if key == name:
+                    return value
+        return None
 
 
 def is_unsafe_name(name: str) -> bool:

@@ -23,7 +23,7 @@ from hashsvc.locators import Locator
 from hashsvc.matching import BankMatcher, Candidate
 from hashsvc.settings import Settings
 from hashsvc.sources import walk
-from hashsvc.sources.base import ContainerSeen, Entry, Problem
+from hashsvc.sources.base import ContainerSeen, Entry, EvidenceSeen, Problem
 from hashsvc.store import Store, locator_hash
 
 @dataclass
@@ -180,6 +180,15 @@ class Recorder:
                            "size": seen.info.size, "format": seen.kind[:16]})
         self.totals.done += 1
         self._maybe_flush()
+
+    def evidence(self, seen: EvidenceSeen) -> None:
+        """Record an evidence item the source opened (written at once: there are few)."""
+        key = seen.locator.key()
+        self.store.record_evidence(self.scan_id, [{
+            "locator_hash": locator_hash(key), "locator": key, "path": seen.locator.path,
+            "kind": seen.kind[:32], "size": seen.size, "sha256": seen.sha256, "md5": seen.md5,
+            "stored_md5": seen.stored_md5, "verified": seen.verified,
+            "details": seen.details or None}])
 
     def result(self, locator: Locator, res: FileResult) -> None:
         """Queue a worker result for matching and recording."""
@@ -381,6 +390,8 @@ def scan_items(items: Iterable[Any], recorder: Recorder, settings: Settings,
         for item in items:
             if isinstance(item, Problem):
                 recorder.problem(item)
+            elif isinstance(item, EvidenceSeen):
+                recorder.evidence(item)
             elif isinstance(item, ContainerSeen):
                 recorder.totals.discovered += 1
                 recorder.container(item)

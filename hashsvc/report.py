@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from itertools import groupby
 from typing import Any
 
@@ -24,6 +25,7 @@ def build_report(store: Store, scan_id: str) -> dict[str, Any]:
     scan = store.get_scan(scan_id)
     counts = store.scan_counts(scan_id)
     by_status = counts["by_status"]
+    errors = store.scan_problems(scan_id)
     matches = [match_object(group) for _, group in groupby(
         store.scan_matches(scan_id), key=lambda mf: mf[1].locator_hash)]
     return {
@@ -44,9 +46,25 @@ def build_report(store: Store, scan_id: str) -> dict[str, Any]:
         "matched_files": counts["matched_files"],
         "matches": matches,
         "errors": [{"path": p.path, "stage": p.stage, "message": p.message}
-                   for p in store.scan_problems(scan_id)],
+                   for p in errors],
         "skipped": counts["skipped"],
+        "evidence": [evidence_object(e) for e in store.scan_evidence(scan_id)],
+        "coverage": {
+            "files_examined": sum(by_status.values()),
+            # What was not examined, by reason: counted skips, and errors by the failed stage.
+            "not_examined": {**{reason or "other": n for reason, n in counts["skipped"].items()},
+                             **{f"error:{stage}": n for stage, n in
+                                sorted(Counter(p.stage for p in errors).items())}},
+        },
     }
+
+
+def evidence_object(row: Any) -> dict[str, Any]:
+    """One evidence item of a report: what it is, its hashes and what was found in it."""
+    return {"path": row.path, "locator": Locator.from_key(row.locator).to_list(),
+            "kind": row.kind, "size": row.size, "sha256": row.sha256, "md5": row.md5,
+            "stored_md5": row.stored_md5, "verified": row.verified,
+            "details": row.details or {}}
 
 
 def match_object(group: Any) -> dict[str, Any]:
@@ -55,9 +73,13 @@ def match_object(group: Any) -> dict[str, Any]:
     rows = sorted(group, key=lambda mf: (-mf[0].distance if mf[0].algorithm == FEATURES
                                          else mf[0].distance, mf[0].image_id))
     best, file = rows[0]
+    locator = Locator.from_key(file.locator)
     return {
         "path": file.path,
-        "locator": Locator.from_key(file.locator).to_list(),
+        "locator": locator.to_list(),
+        # Where the file was found: a deleted file-system entry, and an S3 object's version.
+        "deleted": locator.attr("deleted") == "true",
+        "version_id": locator.attr("version_id"),
         "sha256": file.sha256,
         "md5": file.md5,
         "size": file.size,

@@ -23,6 +23,7 @@ from sqlalchemy import update
 from hashsvc.pipeline import run_scan
 from hashsvc.report import build_report
 from hashsvc.settings import Settings
+from hashsvc.sources.directory import decode_relpath, encode_relpath
 from hashsvc.store import Store
 from hashsvc.store.models import ScanBatch
 from hashsvc.store.progress import FINAL_STATES, batch_states, scan_progress
@@ -369,10 +370,10 @@ def test_a_missing_source_fails_the_scan(pg_store: Store, service_settings: Sett
 
 def test_entries_keep_undecodable_names(tmp_path: Path) -> None:
     name = b"\xff\xfename.jpg".decode("utf-8", "surrogateescape")
-    encoded = jobs.encode_entry(f"DCIM/{name}")
+    encoded = encode_relpath(f"DCIM/{name}")
     assert isinstance(encoded, dict)
-    assert jobs.decode_entry(encoded) == f"DCIM/{name}"
-    assert jobs.encode_entry("DCIM/ok.jpg") == "DCIM/ok.jpg"
+    assert decode_relpath(encoded) == f"DCIM/{name}"
+    assert encode_relpath("DCIM/ok.jpg") == "DCIM/ok.jpg"
 
 
 def test_scan_status_command(store: Store, settings: Settings, tmp_path: Path) -> None:

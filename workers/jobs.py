@@ -10,7 +10,6 @@ Without Redis (``redis_url`` empty) the same functions run in a background threa
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import threading
@@ -30,8 +29,8 @@ from hashsvc.matching import BankMatcher
 from hashsvc.pipeline import (Hasher, InlineHasher, Recorder, Task, process_task,
                               scan_items)
 from hashsvc.settings import Settings, load_settings
-from hashsvc.sources.base import Limits, Problem, Walk
-from hashsvc.sources.directory import fs_locator, iter_tree, walk_file, walk_fs_file
+from hashsvc.sources import open_source
+from hashsvc.sources.base import EvidenceSeen, Listing, Problem
 from hashsvc.store import Store
 from hashsvc.store import progress
 from hashsvc.store.progress import BATCH_FINAL_STATES, FINAL_STATES
@@ -48,7 +47,6 @@ RETRY_DELAYS = (0, 15, 60)
 #: How often a running job looks at the scan's cancel flag, in seconds.
 CANCEL_CHECK_SECONDS = 1.0
 
-Listing = Iterator[tuple[str, int] | Problem]
 
 #: A 1x1 grey PNG, decoded once by a worker before its first job.
 TINY_PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08"
@@ -252,14 +250,18 @@ def enumerate_batches(ctx: JobContext, scan_id: str, submit: Callable[[int], Non
     numbers: list[int] = []
     files = 0
     try:
-        for batch_no, entries in enumerate(batches(watch.watch(list_source(scan.source)),
-                                                   recorder, settings)):
-            progress.add_batch(store, scan_id, batch_no, [encode_entry(e) for e in entries])
-            files += len(entries)
-            progress.set_enumerated(store, scan_id, files, None)
-            numbers.append(batch_no)
-            if batch_no not in done:  # a repeated enumeration skips finished batches
-                submit(batch_no)
+        source = open_source(scan.source, settings.limits)
+        try:
+            for batch_no, entries in enumerate(batches(watch.watch(source.units()), recorder,
+                                                       settings)):
+                progress.add_batch(store, scan_id, batch_no, entries)
+                files += len(entries)
+                progress.set_enumerated(store, scan_id, files, None)
+                numbers.append(batch_no)
+                if batch_no not in done:  # a repeated enumeration skips finished batches
+                    submit(batch_no)
+        finally:
+            source.close()
     except SourceError as exc:
         recorder.flush()
         progress.add_scan_error(store, scan_id, str(exc))
@@ -287,10 +289,12 @@ def run_batch(ctx: JobContext, scan_id: str, batch_no: int,
         hasher = InlineHasher() if claim.attempt == 1 else Hasher(1, settings.chunk_size)
     ctx.matcher.refresh()  # new registrations match, withdrawn ones stop matching
     watch = CancelWatch(store, scan_id, checked=True)
-    items = batch_items(claim.source, [decode_entry(e) for e in claim.entries],
-                        settings.limits)
-    scan_items(watch.watch(items), Recorder(store, scan_id, ctx.matcher), settings,
-               hasher=hasher)
+    source = open_source(claim.source, settings.limits)
+    try:
+        scan_items(watch.watch(source.walk_units(list(claim.entries))),
+                   Recorder(store, scan_id, ctx.matcher), settings, hasher=hasher)
+    finally:
+        source.close()
     state = "cancelled" if watch.cancelled else "done"
     progress.finish_batch(store, scan_id, batch_no, state)
     return state
@@ -384,85 +388,26 @@ class CancelWatch:
                 close_iter()  # releases open files of a walk stopped part-way
 
 
-def list_source(source: str) -> Listing:
-    """The source's top-level files in walk order with their sizes, and what was skipped.
+def batches(listing: Listing, recorder: Recorder, settings: Settings) -> Iterator[list[Any]]:
+    """Group listed units into batches of batch_files units or batch_bytes bytes at most.
 
-    Nothing is opened: an archive is one entry, expanded by the batch that scans it.
+    What the listing finds outside any unit (problems, the evidence item) is recorded on the
+    way; a unit larger than batch_bytes is a batch of its own.
     """
-    path = os.fsdecode(source)
-    if os.path.isdir(path):
-        yield from _list_directory(path)
-    elif os.path.lexists(path):
-        try:
-            size = os.stat(path).st_size
-        except OSError:
-            size = 0  # the batch reports why it cannot be read
-        yield os.path.basename(path) or path, size
-    else:
-        raise SourceError(f"evidence source not found: {path}")
-
-
-def _list_directory(root: str) -> Listing:
-    """Regular files under ``root`` in the order walk_directory visits them, with sizes."""
-    for step in iter_tree(root):
-        if isinstance(step, Problem):
-            yield step
-            continue
-        relpath, entry = step
-        try:
-            size = entry.stat(follow_symlinks=False).st_size
-        except OSError:
-            size = 0  # the batch reports why it cannot be read
-        yield relpath, size
-
-
-def batches(listing: Listing, recorder: Recorder, settings: Settings) -> Iterator[list[str]]:
-    """Group listed files into batches of batch_files files or batch_bytes bytes at most.
-
-    Problems of the listing are recorded on the way; a file larger than batch_bytes is a batch
-    of its own.
-    """
-    batch: list[str] = []
+    batch: list[Any] = []
     size = 0
     for item in listing:
         if isinstance(item, Problem):
             recorder.problem(item)
             continue
-        relpath, nbytes = item
+        if isinstance(item, EvidenceSeen):
+            recorder.evidence(item)
+            continue
         if batch and (len(batch) >= settings.batch_files
-                      or size + nbytes > settings.batch_bytes):
+                      or size + item.size > settings.batch_bytes):
             yield batch
             batch, size = [], 0
-        batch.append(relpath)
-        size += nbytes
+        batch.append(item.key)
+        size += item.size
     if batch:
         yield batch
-
-
-def batch_items(source: str, relpaths: list[str], limits: Limits) -> Walk:
-    """Walk items of a batch's top-level files, exactly as a walk of the whole source has them."""
-    if os.path.isdir(source):
-        root = os.path.abspath(source)
-        for relpath in relpaths:
-            yield from walk_fs_file(os.path.join(root, relpath), fs_locator(relpath), limits)
-    elif os.path.lexists(source):
-        yield from walk_file(source, limits)
-    else:
-        raise SourceError(f"evidence source not found: {source}")
-
-
-def encode_entry(relpath: str) -> Any:
-    """A relative path as JSON: itself, or its raw bytes where the name is not valid UTF-8."""
-    try:
-        relpath.encode("utf-8")
-    except UnicodeEncodeError:
-        # Undecodable names hold lone surrogates, which JSON in PostgreSQL rejects.
-        return {"b64": base64.b64encode(os.fsencode(relpath)).decode("ascii")}
-    return relpath
-
-
-def decode_entry(value: Any) -> str:
-    """The relative path an :func:`encode_entry` value stands for."""
-    if isinstance(value, dict):
-        return os.fsdecode(base64.b64decode(value["b64"]))
-    return str(value)

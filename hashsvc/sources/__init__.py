@@ -20,13 +20,17 @@ from hashsvc.sources.archives import (
 from hashsvc.sources.base import (
     ContainerSeen,
     Entry,
+    EvidenceSeen,
     FileInfo,
     Item,
     Limits,
+    Listing,
     Problem,
+    Source,
+    Unit,
     Walk,
 )
-from hashsvc.sources.directory import read_fs_file, walk_directory, walk_file
+from hashsvc.sources.directory import DirectorySource, FileSource, read_fs_file
 from hashsvc.sources.streams import Budget
 
 __all__ = [
@@ -35,12 +39,19 @@ __all__ = [
     "Budget",
     "ContainerReader",
     "ContainerSeen",
+    "DirectorySource",
     "Entry",
+    "EvidenceSeen",
     "FileInfo",
+    "FileSource",
     "Item",
     "Limits",
+    "Listing",
     "Problem",
+    "Source",
+    "Unit",
     "Walk",
+    "open_source",
     "read_fs_file",
     "sniff_container",
     "walk",
@@ -50,15 +61,34 @@ __all__ = [
 DEFAULT_LIMITS = Limits()
 
 
+def open_source(source: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> Source:
+    """The reader for an evidence source, chosen by its URI or, for files, by their content.
+
+    ``s3://bucket/prefix`` is an S3 source; a folder is read as a phone extraction or backup
+    where it has the marks of one, else as a plain folder; a file is read as a disk image (raw
+    or E01) where it has a partition table or a file system, else as an archive or a picture.
+    Raises SourceError at once if the source does not exist.
+    """
+    uri = os.fsdecode(source)
+    if uri.startswith("s3://"):
+        from hashsvc.sources.s3 import S3Source
+
+        return S3Source(uri, limits)
+    if os.path.isdir(uri):
+        from hashsvc.sources.extractions import detect_folder
+
+        return detect_folder(uri, limits) or DirectorySource(uri, limits)
+    if os.path.lexists(uri):
+        from hashsvc.sources.disk import detect_disk_image
+
+        return detect_disk_image(uri, limits) or FileSource(uri, limits)
+    raise SourceError(f"evidence source not found: {uri}")
+
+
 def walk(source: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> Walk:
-    """Walk an evidence source: a directory, or one file (an archive or a plain file).
+    """Walk an evidence source of any kind (see :func:`open_source`).
 
     Raises SourceError at once if the source does not exist; everything found inside it,
     however broken, comes out as items.
     """
-    path = os.fsdecode(source)
-    if os.path.isdir(path):
-        return walk_directory(path, limits)
-    if os.path.lexists(path):
-        return walk_file(path, limits)
-    raise SourceError(f"evidence source not found: {path}")
+    return open_source(source, limits).walk()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Iterator, Union
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Union
 
 from hashsvc.locators import Locator
 
@@ -67,5 +67,78 @@ class ContainerSeen:
     kind: str
 
 
-Item = Union[Entry, Problem, ContainerSeen]
+@dataclass(frozen=True)
+class EvidenceSeen:
+    """An evidence item (a disk image, a bucket, an extraction) was opened and identified.
+
+    ``sha256`` and ``md5`` are of the evidence item as read; ``stored_md5`` is the hash the item
+    carries itself (an E01's acquisition MD5), and ``verified`` says whether they agree (None
+    where the item carries none). ``details`` holds what the reader learned: partitions, file
+    systems, and the coverage (what was examined and what was not, with counts by reason).
+    """
+
+    locator: Locator
+    kind: str  # "raw", "e01", "s3", "ios-backup", ...
+    size: int | None = None
+    sha256: str | None = None
+    md5: str | None = None
+    stored_md5: str | None = None
+    verified: bool | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+Item = Union[Entry, Problem, ContainerSeen, EvidenceSeen]
 Walk = Iterator[Item]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A piece of a source that one batch job can scan by itself, found without reading it.
+
+    ``key`` is plain JSON (it is stored with the batch); ``size`` is the bytes it will read.
+    """
+
+    key: Any
+    size: int
+
+
+Listing = Iterator[Union[Unit, Problem, EvidenceSeen]]
+
+
+class Source:
+    """One evidence source, walked whole (embedded scans) or in units (distributed scans).
+
+    ``walk()`` yields every item. ``units()`` lists the pieces cheaply, and
+    ``walk_units(keys)`` yields exactly the items that ``walk()`` yields for those pieces, with
+    the same locators, so that a scan split over many workers records what one walk records.
+    Items that belong to no unit (the evidence item itself, problems of the listing) come out of
+    ``units()``. Neither raises for bad evidence; a source that cannot be opened at all raises
+    :class:`~hashsvc.errors.SourceError` at once.
+    """
+
+    kind = "source"
+
+    def __init__(self, uri: str, limits: Limits) -> None:
+        self.uri = uri
+        self.limits = limits
+
+    def walk(self) -> Walk:
+        """Every item of the source: by default, each unit's items after the listing's own."""
+        keys: list[Any] = []
+        for item in self.units():
+            if isinstance(item, Unit):
+                keys.append(item.key)
+            else:
+                yield item
+        yield from self.walk_units(keys)
+
+    def units(self) -> Listing:
+        """The source's units in walk order, and the items that belong to none."""
+        raise NotImplementedError
+
+    def walk_units(self, keys: list[Any]) -> Walk:
+        """The items of the given units, as ``walk()`` has them."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the source holds open."""

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import os
 import stat
+import base64
 from collections.abc import Iterator
 from functools import partial
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from hashsvc.errors import LimitExceeded, SourceError
 from hashsvc.locators import Link, Locator
 from hashsvc.sources.archives import SKIP_MESSAGES, sniff_container, walk_container
-from hashsvc.sources.base import Entry, FileInfo, Limits, Problem, Walk
+from hashsvc.sources.base import Entry, FileInfo, Limits, Listing, Problem, Source, Unit, Walk
 from hashsvc.sources.streams import HEAD_BYTES, Budget
 
 # O_NOFOLLOW and the S_ISREG check close the gap between listing a name and opening it, in which
@@ -167,3 +168,70 @@ def walk_file(path: str, limits: Limits) -> Walk:
                       reason="special-file")
         return
     yield from walk_fs_file(real, loc, limits)
+
+
+def encode_relpath(relpath: str) -> Any:
+    """A relative path as JSON: itself, or its raw bytes where the name is not valid UTF-8."""
+    try:
+        relpath.encode("utf-8")
+    except UnicodeEncodeError:
+        # Undecodable names hold lone surrogates, which JSON in PostgreSQL rejects.
+        return {"b64": base64.b64encode(os.fsencode(relpath)).decode("ascii")}
+    return relpath
+
+
+def decode_relpath(value: Any) -> str:
+    """The relative path an :func:`encode_relpath` value stands for."""
+    if isinstance(value, dict):
+        return os.fsdecode(base64.b64decode(value["b64"]))
+    return str(value)
+
+
+class DirectorySource(Source):
+    """A folder on disk; its units are the regular files under it (an archive is one unit)."""
+
+    kind = "directory"
+
+    def __init__(self, uri: str, limits: Limits) -> None:
+        super().__init__(os.path.abspath(uri), limits)
+
+    def walk(self) -> Walk:
+        return walk_directory(self.uri, self.limits)
+
+    def units(self) -> Listing:
+        for step in iter_tree(self.uri):
+            if isinstance(step, Problem):
+                yield step
+                continue
+            relpath, entry = step
+            try:
+                size = entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                size = 0  # the batch reports why it cannot be read
+            yield Unit(encode_relpath(relpath), size)
+
+    def walk_units(self, keys: list[Any]) -> Walk:
+        for key in keys:
+            relpath = decode_relpath(key)
+            yield from walk_fs_file(os.path.join(self.uri, relpath), fs_locator(relpath),
+                                    self.limits)
+
+
+class FileSource(Source):
+    """A single file named as the source (an archive, or one picture): one unit."""
+
+    kind = "file"
+
+    def walk(self) -> Walk:
+        return walk_file(self.uri, self.limits)
+
+    def units(self) -> Listing:
+        try:
+            size = os.stat(self.uri).st_size
+        except OSError:
+            size = 0  # the batch reports why it cannot be read
+        yield Unit(os.path.basename(self.uri) or self.uri, size)
+
+    def walk_units(self, keys: list[Any]) -> Walk:
+        if keys:
+            yield from walk_file(self.uri, self.limits)

@@ -20,7 +20,7 @@ from hashsvc.errors import ConfigError, HashsvcError, InputError, NotFound
 from hashsvc.settings import Settings
 from hashsvc.store import migrate
 from hashsvc.store.models import (BankChange, BankHash, Case, ImageFeatures, RegisteredImage, Scan,
-                                  ScanFile, ScanMatch, ScanProblem, utcnow)
+                                  ScanEvidence, ScanFile, ScanMatch, ScanProblem, utcnow)
 
 EXACT = ("sha256", "md5")
 #: The algorithm name of local-feature entries in the change feed.
@@ -384,6 +384,18 @@ class Store:
             self._insert_ignore(session, ScanMatch, [{"scan_id": scan_id, **m} for m in matches])
             self._insert_ignore(session, ScanProblem,
                                 [{"scan_id": scan_id, **p} for p in problems])
+
+    def record_evidence(self, scan_id: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Record evidence items a scan opened; an item recorded before is kept as it was."""
+        with self.sessions.begin() as session:
+            self._insert_ignore(session, ScanEvidence, [{"scan_id": scan_id, **r} for r in rows])
+
+    def scan_evidence(self, scan_id: str) -> list[ScanEvidence]:
+        """The evidence items of a scan, in path order."""
+        with self.sessions() as session:
+            return list(session.scalars(select(ScanEvidence)
+                                        .where(ScanEvidence.scan_id == scan_id)
+                                        .order_by(ScanEvidence.path)))
 
     def scan_counts(self, scan_id: str) -> dict[str, Any]:
         """Files by status, matches, errors and skipped files by reason."""

@@ -212,6 +212,26 @@ class ScanProblem(Base):
     reason: Mapped[str | None] = mapped_column(String(32))
 
 
+class ScanEvidence(Base):
+    """An evidence item a scan opened: its hashes, any stored hash it was verified against, and
+    what the reader found in it (partitions, file systems, coverage)."""
+
+    __tablename__ = "scan_evidence"
+    __table_args__ = (UniqueConstraint("scan_id", "locator_hash"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    scan_id: Mapped[str] = mapped_column(ForeignKey("scans.id"), index=True)
+    locator_hash: Mapped[str] = mapped_column(String(64))
+    locator: Mapped[str] = mapped_column(Text)
+    path: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(32))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    md5: Mapped[str | None] = mapped_column(String(32))
+    stored_md5: Mapped[str | None] = mapped_column(String(32))
+    verified: Mapped[bool | None] = mapped_column(Boolean)
+    details: Mapped[dict | None] = mapped_column(JSON)
+
+
 class ImageFeatures(Base):
     """Local features of a registered image (for crops), encrypted: as sensitive as the image.
 
