@@ -49,3 +49,19 @@ if ! redis_up; then
   for _ in $(seq 1 30); do redis_up && break; sleep 0.5; done
   redis_up || { echo "ensure-services: Redis did not start" >&2; exit 1; }
 fi
+
+# Command-line tools the evidence-source tests use to build disk images and E01 files (no
+# mounting): mkfs.fat/mtools for FAT, e2fsprogs for ext4, sfdisk for partition tables,
+# ewfacquire for E01, and The Sleuth Kit's command-line tools to cross-check what pytsk3 reads.
+missing=()
+have mkfs.fat || missing+=(dosfstools)
+have mcopy || missing+=(mtools)
+have mke2fs || missing+=(e2fsprogs)
+have debugfs || missing+=(e2fsprogs)
+have sfdisk || missing+=(fdisk)
+have ewfacquire || missing+=(ewf-tools)
+have fls || missing+=(sleuthkit)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "ensure-services: installing ${missing[*]}" >&2
+  apt_install "${missing[@]}"
+fi
