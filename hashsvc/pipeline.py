@@ -19,7 +19,8 @@ from hashsvc.decode import HEIF_THUMBNAIL_MIN_SIDE, decode, sniff
 from hashsvc.features import extract, from_bytes, to_bytes
 from hashsvc.errors import DecodeError, HashsvcError
 from hashsvc.hashing import HashSet, exact_hashes, hash_picture
-from hashsvc.locators import Locator
+from hashsvc.embedded import embedded_pictures
+from hashsvc.locators import Link, Locator
 from hashsvc.matching import BankMatcher, Candidate
 from hashsvc.settings import Settings
 from hashsvc.sources import walk
@@ -53,6 +54,10 @@ class FileResult:
     message: str = ""
     exact: dict[str, str] = field(default_factory=dict)
     features: bytes | None = None  # local features (hashsvc.features.to_bytes), if extracted
+    format_sniffed: str | None = None  # the format the content sniffed as, decoded or not
+    #: Pictures found inside this file (an EXIF thumbnail): (link kind, link name, result).
+    #: A thumbnail can outlive an edit or the deletion of its original, so each is matched.
+    children: list[tuple[str, str, "FileResult"]] = field(default_factory=list)
 
 
 def process_task(task: Task) -> FileResult:
@@ -63,8 +68,33 @@ def process_task(task: Task) -> FileResult:
         data = _task_bytes(task)
     except (OSError, HashsvcError) as exc:
         return FileResult(task.key, "error", stage="read", message=_message(exc))
+    return process_data(task, data)
+
+
+def process_data(task: Task, data: bytes, depth: int = 0) -> FileResult:
+    """Hash one file's bytes, and the pictures embedded in it (EXIF and HEIF thumbnails)."""
+    res = _hash_data(task, data)
+    if depth == 0 and res.format_sniffed:
+        for kind, name, blob in _embedded(data, res.format_sniffed):
+            child = process_data(task, blob, depth + 1)
+            child.key = f"{task.key}#{kind}:{name}"
+            res.children.append((kind, name, child))
+    return res
+
+
+def _embedded(data: bytes, fmt: str) -> list[tuple[str, str, bytes]]:
+    """Pictures embedded in an image file; a broken container yields none, never an error."""
+    try:
+        return embedded_pictures(data, fmt)
+    except Exception:  # noqa: BLE001 - the file itself was hashed; its thumbnails are a bonus
+        return []
+
+
+def _hash_data(task: Task, data: bytes) -> FileResult:
+    """Sniff, decode and hash one file's bytes."""
     exact = exact_hashes(data)
-    if sniff(data[:64]) is None:
+    fmt = sniff(data[:64])
+    if fmt is None:
         if data and _named_like_image(task.name):
             return FileResult(task.key, "error", size=len(data), stage="sniff", exact=exact,
                               message="named like an image but the content is not a "
@@ -76,10 +106,11 @@ def process_task(task: Task) -> FileResult:
         hs = hash_picture(picture, exact, len(data))
     except DecodeError as exc:
         return FileResult(task.key, "error", size=len(data), stage="decode",
-                          message=str(exc), exact=exact)
+                          message=str(exc), exact=exact, format_sniffed=fmt)
     except Exception as exc:  # noqa: BLE001 - a decoder bug must cost one file, not the scan
         return FileResult(task.key, "error", size=len(data), stage="decode",
-                          message=f"decoder failed: {type(exc).__name__}: {exc}", exact=exact)
+                          message=f"decoder failed: {type(exc).__name__}: {exc}", exact=exact,
+                          format_sniffed=fmt)
     features = None
     if task.features:
         try:
@@ -87,9 +118,10 @@ def process_task(task: Task) -> FileResult:
         except (ValueError, cv2_error()) as exc:
             # The hashes stand; only the second stage is lost for this file, and recorded.
             return FileResult(task.key, "hashed", hashset=hs, size=len(data), exact=exact,
-                              stage="features", message=f"local features failed: {exc}")
+                              stage="features", message=f"local features failed: {exc}",
+                              format_sniffed=fmt)
     return FileResult(task.key, "hashed", hashset=hs, size=len(data), exact=exact,
-                      features=features)
+                      features=features, format_sniffed=fmt)
 
 
 def cv2_error() -> type[Exception]:
@@ -191,7 +223,9 @@ class Recorder:
             "details": seen.details or None}])
 
     def result(self, locator: Locator, res: FileResult) -> None:
-        """Queue a worker result for matching and recording."""
+        """Queue a worker result, and those of pictures embedded in it, for matching."""
+        for kind, name, child in res.children:
+            self.result(locator.child(Link(kind, name)), child)
         self.results.append((locator, res))
         self.totals.done += 1
         self.totals.images += res.status == "hashed"
