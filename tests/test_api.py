@@ -218,6 +218,14 @@ def test_case_lifecycle(api: Api) -> None:
 
     shown = api.call("GET", path, "charity").json
     assert shown["state"] == "active" and shown["images"] == 2
+    other = new_case(api, "charity_b")
+    listed = api.call("GET", "/v1/cases", "charity").json["cases"]
+    assert {c["case_id"] for c in listed} == {case["case_id"], given["case_id"]}
+    assert other["case_id"] not in {c["case_id"] for c in
+                                    api.call("GET", "/v1/cases?limit=1000", "charity").json["cases"]}
+    page = api.call("GET", "/v1/cases?limit=1&offset=1", "charity").json["cases"]
+    assert len(page) == 1 and page[0]["case_id"] in {case["case_id"], given["case_id"]}
+    assert api.call("GET", "/v1/cases?limit=0", "charity").status_code == 400
     assert shown["hashes"] == first["hashes_added"] and shown["withdrawn_at"] is None
 
     gone = api.call("POST", path + "/withdraw", "charity").json
@@ -379,6 +387,9 @@ def test_scan_through_the_api(api: Api, tmp_path: Path) -> None:
 
     cancel = api.call("POST", f"/v1/scans/{scan_id}/cancel", "forensic")
     assert cancel.status_code == 409
+    listed = api.call("GET", "/v1/scans", "forensic").json["scans"]
+    assert [(s["scan_id"], s["state"]) for s in listed] == [(scan_id, "done")]
+    assert api.call("GET", "/v1/scans", "forensic_b").json["scans"] == []
     for path in ("", "/matches", "/errors", "/report"):
         assert api.call("GET", f"/v1/scans/{scan_id}{path}", "forensic_b").status_code == 404
     assert api.call("POST", f"/v1/scans/{scan_id}/cancel", "forensic_b").status_code == 404

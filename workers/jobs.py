@@ -11,7 +11,6 @@ Without Redis (``redis_url`` empty) the same functions run in a background threa
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, g, jsonify
 
 from hashsvc import accounts, audit
 from hashsvc.api import state
 from hashsvc.api.auth import current_principal, requires
-from hashsvc.api.errors import json_body
+from hashsvc.api.errors import BIG, int_arg, json_body
 from hashsvc.errors import InputError, NotFound
 
 bp = Blueprint("admin", __name__)
@@ -26,20 +26,6 @@ def _actor() -> accounts.Actor:
     """The calling admin key, as account changes name it in the audit log."""
     principal = current_principal()
     return accounts.Actor(principal.org_id, principal.key_id, "api")
-
-
-def int_arg(name: str, default: int, low: int, high: int) -> int:
-    """An integer query parameter within [low, high]; 400 otherwise."""
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InputError(f"{name} must be an integer") from None
-    if not low <= value <= high:
-        raise InputError(f"{name} must be from {low} to {high}")
-    return value
 
 
 @bp.get("/orgs")
@@ -65,7 +51,7 @@ def create_org() -> Any:
 @requires("admin", action="keys.list")
 def list_keys() -> Any:
     """Every key (never a secret or its hash), or one org's with ``?org_id=``."""
-    org_id = int_arg("org_id", 0, 0, 2 ** 62)
+    org_id = int_arg("org_id", 0, 0, BIG)
     return jsonify({"keys": accounts.list_keys(state().store, org_id or None)})
 
 
@@ -99,7 +85,7 @@ def revoke_key(key_id: int) -> Any:
 @requires("admin", action="audit.read")
 def read_audit() -> Any:
     """A page of the audit log after ``?after=SEQ`` (oldest first, ``?limit=`` entries)."""
-    after = int_arg("after", 0, 0, 2 ** 62)
+    after = int_arg("after", 0, 0, BIG)
     limit = int_arg("limit", 100, 1, MAX_PAGE)
     rows = audit.entries(state().store, after, limit)
     return jsonify({"entries": [audit.to_json(e) for e in rows],

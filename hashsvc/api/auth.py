@@ -167,3 +167,19 @@ def record_audit(response: Response) -> Response:
                  details={"status": status, "outcome": outcome, "method": request.method,
                           **pending.details})
     return response
+
+
+def own_page(model: Any, *order_by: Any) -> list[Any]:
+    """A page (``?limit=``, ``?offset=``) of the caller's org's rows of ``model``, counted in
+    the request's audit entry."""
+    from sqlalchemy import select
+
+    from hashsvc.api.errors import BIG, int_arg
+
+    limit, offset = int_arg("limit", 100, 1, 1000), int_arg("offset", 0, 0, BIG)
+    with state().store.sessions() as session:
+        rows = list(session.scalars(select(model)
+                                    .where(model.org_id == current_principal().org_id)
+                                    .order_by(*order_by).limit(limit).offset(offset)))
+    g.audit.details["count"] = len(rows)
+    return rows

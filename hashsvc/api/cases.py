@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from hashsvc import audit
 from hashsvc.api import state
-from hashsvc.api.auth import current_principal, not_found_for_other_org, requires
+from hashsvc.api.auth import current_principal, not_found_for_other_org, own_page, requires
 from hashsvc.api.errors import Conflict, LineError, json_body
 from hashsvc.errors import InputError, NotFound
 from hashsvc.hashing import HASH_FORMAT
@@ -126,6 +126,17 @@ def create_case() -> Any:
         raise Conflict(f"case reference {ref} is taken") from exc
     g.audit.target_id = str(case_id)
     return jsonify({"case_id": case_id, "case_ref": ref}), 201
+
+
+@bp.get("/cases")
+@requires("charity", action="case.list", target="case")
+def list_cases() -> Any:
+    """The caller's org's cases, newest first, a page at a time (no counts: see each case)."""
+    rows = own_page(Case, Case.created_at.desc(), Case.id.desc())
+    return jsonify({"cases": [{
+        "case_id": c.id, "case_ref": c.ref, "state": "withdrawn" if c.withdrawn_at else "active",
+        "created_at": audit.utc_text(c.created_at),
+        "withdrawn_at": audit.utc_text(c.withdrawn_at)} for c in rows]})
 
 
 @bp.get("/cases/<int:case_id>")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from hashsvc.errors import (ConfigError, DecodeError, HashsvcError, InputError, NotFound,
@@ -98,3 +98,21 @@ def json_body(kind: type, required: bool = True) -> Any:
     if not isinstance(data, kind):
         raise InputError(f"the request body must be a JSON {'object' if kind is dict else 'array'}")
     return data
+
+
+#: The largest integer the API takes in a query or a body (fits every database's BIGINT).
+BIG = 2 ** 62 - 1
+
+
+def int_arg(name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter within [low, high]; 400 otherwise."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InputError(f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise InputError(f"{name} must be from {low} to {high}")
+    return value

@@ -12,6 +12,7 @@ from flask import Blueprint, Response, jsonify
 
 from hashsvc import __version__
 from hashsvc.accounts import ROLES
+from hashsvc.api.errors import BIG
 from hashsvc.api.lookup import HEX_DIGITS
 from hashsvc.hashing import ALGORITHMS, VARIANT_CODES
 
@@ -19,7 +20,6 @@ bp = Blueprint("openapi", __name__)
 
 Schema = dict[str, Any]
 
-BIG = 2 ** 62 - 1
 
 
 def ref(name: str) -> Schema:
@@ -91,7 +91,11 @@ MATCH = obj({
     "path": STR, "locator": {"type": "array", "items": {"type": "object"}},
     "sha256": nullable(STR), "md5": nullable(STR), "size": nullable(INT),
     "format": nullable(STR), "from_thumbnail": nullable(BOOL), "case": STR,
-    "algorithm": STR, "distance": INT, "distances": COUNTS, "variant": nullable(STR),
+    "deleted": {**BOOL, "description": "a deleted file-system entry (or S3 object version)"},
+    "version_id": {**nullable(STR), "description": "the S3 object version, where there is one"},
+    "algorithm": STR,
+    "distance": {**nullable(INT), "description": "null for a local-feature (orb) match"},
+    "distances": COUNTS, "variant": nullable(STR),
     "other_matches": {"type": "array", "items": obj({
         "case": STR, "algorithm": STR, "distance": INT, "distances": COUNTS})},
 })
@@ -112,6 +116,10 @@ SCHEMAS: dict[str, Schema] = {
     "CaseCreated": obj({"case_id": INT, "case_ref": STR}),
     "Case": obj(CASE),
     "CaseWithdrawn": obj({**CASE, "images_withdrawn": INT}),
+    "Cases": obj({"cases": {"type": "array", "items": obj({
+        "case_id": INT, "case_ref": STR,
+        "state": {"type": "string", "enum": ["active", "withdrawn"]},
+        "created_at": TIME, "withdrawn_at": nullable(TIME)})}}),
     "HashLine": _hash_line(),
     "RegisterResult": obj({"case_id": INT, "case_ref": STR, "images_added": INT,
                            "images_already_registered": INT, "hashes_added": INT,
@@ -128,6 +136,12 @@ SCHEMAS: dict[str, Schema] = {
         "errors": INT, "created_at": TIME, "started_at": nullable(TIME),
         "finished_at": nullable(TIME), "error": nullable(STR)}),
     "CancelAccepted": obj({"scan_id": STR, "cancel_requested": BOOL}),
+    "Scans": obj({"scans": {"type": "array", "items": obj({
+        "scan_id": STR, "label": nullable(STR), "source": STR,
+        "state": {"type": "string",
+                  "enum": ["queued", "running", "done", "failed", "cancelled"]},
+        "created_at": TIME, "started_at": nullable(TIME), "finished_at": nullable(TIME),
+        "error": nullable(STR)})}}),
     "Match": MATCH,
     "ScanMatches": obj({"scan_id": STR, "matches": {"type": "array", "items": ref("Match")}}),
     "ScanErrors": obj({"scan_id": STR, "skipped": COUNTS, "errors": {
@@ -136,7 +150,12 @@ SCHEMAS: dict[str, Schema] = {
                    "files_scanned": INT, "images_hashed": INT, "matched_files": INT,
                    "matches": {"type": "array", "items": ref("Match")},
                    "errors": {"type": "array", "items": {"type": "object"}},
-                   "skipped": COUNTS}, closed=False),
+                   "skipped": COUNTS,
+                   "evidence": {"type": "array", "items": obj({
+                       "path": STR, "kind": STR, "sha256": nullable(STR),
+                       "verified": nullable(BOOL)}, closed=False)},
+                   "coverage": obj({"files_examined": INT, "not_examined": COUNTS},
+                                   closed=False)}, closed=False),
     "LookupRequest": obj({"hashes": {"type": "array", "maxItems": 10_000,
                                      "items": _lookup_item()}}, closed=False),
     "LookupResponse": obj({"results": {"type": "array", "items": obj({
@@ -224,6 +243,10 @@ def query_param(name: str, schema: Schema, description: str) -> Schema:
 CASE_ID = [path_param("case_id", {"type": "integer", "minimum": 0})]
 SCAN_ID = [path_param("scan_id", {"type": "string", "format": "uuid"})]
 KEY_ID = [path_param("key_id", {"type": "integer", "minimum": 0})]
+LIST_PARAMS = [query_param("limit", {"type": "integer", "minimum": 1, "maximum": 1000},
+                           "page size (default 100)"),
+               query_param("offset", {"type": "integer", "minimum": 0, "maximum": BIG},
+                           "records to pass over (default 0)")]
 
 
 def paths() -> dict[str, Schema]:
@@ -238,8 +261,11 @@ def paths() -> dict[str, Schema]:
                                          "description": "the OpenAPI document",
                                          "content": {"application/json": {
                                              "schema": {"type": "object"}}}}}}},
-        "/v1/cases": {"post": op("Open a case", charity, ("201", "CaseCreated", "created"),
-                                 "400 409 413 415", body="CaseCreate", body_required=False)},
+        "/v1/cases": {
+            "get": op("The caller's org's cases, newest first", charity,
+                      ("200", "Cases", "cases"), "400", params=LIST_PARAMS),
+            "post": op("Open a case", charity, ("201", "CaseCreated", "created"),
+                       "400 409 413 415", body="CaseCreate", body_required=False)},
         "/v1/cases/{case_id}": {"get": op("A case and its bank counts", charity,
                                           ("200", "Case", "the case"), "404", params=CASE_ID)},
         "/v1/cases/{case_id}/hashes": {"post": op(
@@ -249,9 +275,12 @@ def paths() -> dict[str, Schema]:
         "/v1/cases/{case_id}/withdraw": {"post": op(
             "Withdraw every hash of a case", charity,
             ("200", "CaseWithdrawn", "withdrawn"), "404", params=CASE_ID)},
-        "/v1/scans": {"post": op("Scan evidence under an evidence root", forensic,
-                                 ("202", "ScanAccepted", "queued"), "400 413 415 503",
-                                 body="ScanCreate")},
+        "/v1/scans": {
+            "get": op("The caller's org's scans, newest first", forensic,
+                      ("200", "Scans", "scans"), "400", params=LIST_PARAMS),
+            "post": op("Scan evidence under an evidence root", forensic,
+                       ("202", "ScanAccepted", "queued"), "400 413 415 503",
+                       body="ScanCreate")},
         "/v1/scans/{scan_id}": {"get": op("A scan's state and progress", forensic,
                                           ("200", "Scan", "the scan"), "404", params=SCAN_ID)},
         "/v1/scans/{scan_id}/cancel": {"post": op(

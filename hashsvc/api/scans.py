@@ -16,7 +16,7 @@ from werkzeug.exceptions import ServiceUnavailable
 
 from hashsvc import audit
 from hashsvc.api import state
-from hashsvc.api.auth import current_principal, not_found_for_other_org, requires
+from hashsvc.api.auth import current_principal, not_found_for_other_org, own_page, requires
 from hashsvc.api.errors import Conflict, json_body
 from hashsvc.errors import InputError, NotFound
 from hashsvc.report import build_report
@@ -109,11 +109,9 @@ def create_scan() -> Any:
         g.audit.details["source"] = given[:1024]  # refused attempts are worth seeing too
     source = resolve_source(settings, given)
     g.audit.details["source"] = source
-    scan_id = str(uuid.uuid4())
-    with state().store.sessions.begin() as session:
-        session.add(Scan(id=scan_id, source=source, label=label, state="queued",
-                         created_at=utcnow(), org_id=current_principal().org_id,
-                         settings={"matching": settings.matching_summary()}))
+    scan_id = state().store.create_scan(source, label,
+                                        {"matching": settings.matching_summary()},
+                                        org_id=current_principal().org_id)
     g.audit.target_id = scan_id
     try:
         start_scan(settings, scan_id)
@@ -125,6 +123,17 @@ def create_scan() -> Any:
             row.error = f"could not be queued: {type(exc).__name__}"
         raise ServiceUnavailable("the job queue is unavailable; try again later") from exc
     return jsonify({"scan_id": scan_id}), 202
+
+
+@bp.get("/scans")
+@requires("forensic", action="scan.list", target="scan")
+def list_scans() -> Any:
+    """The caller's org's scans, newest first, a page at a time."""
+    rows = own_page(Scan, Scan.created_at.desc(), Scan.id)
+    return jsonify({"scans": [{
+        "scan_id": s.id, "label": s.label, "source": s.source, "state": s.state,
+        "created_at": audit.utc_text(s.created_at), "started_at": audit.utc_text(s.started_at),
+        "finished_at": audit.utc_text(s.finished_at), "error": s.error} for s in rows]})
 
 
 @bp.get("/scans/<scan_id>")

@@ -346,13 +346,13 @@ class Store:
     # -- scans -----------------------------------------------------------------------------
 
     def create_scan(self, source: str, label: str | None, settings: Mapping[str, Any],
-                    scan_id: str | None = None) -> str:
-        """Record a new scan and return its id."""
+                    scan_id: str | None = None, org_id: int | None = None) -> str:
+        """Record a new scan (of ``org_id``'s, in the service) and return its id."""
         scan_id = scan_id or str(uuid.uuid4())
         with self.sessions.begin() as session:
             self._insert_ignore(session, Scan, [{
                 "id": scan_id, "source": source, "label": label, "state": "queued",
-                "created_at": utcnow(), "settings": dict(settings)}])
+                "created_at": utcnow(), "settings": dict(settings), "org_id": org_id}])
         return scan_id
 
     def set_scan_state(self, scan_id: str, state: str, bank_cursor: int | None = None) -> None:
