@@ -155,8 +155,32 @@ def exact_hashes(data: bytes) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class FrameHash:
+    """The hashes of one sampled frame of a video, at ``t`` seconds from its first frame."""
+
+    t: float
+    hashes: dict[str, str]
+    quality: dict[str, int] = field(default_factory=dict)
+    variants: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        """The frame's entry in a video's hash line."""
+        out: dict[str, object] = {"t": self.t, "hashes": dict(self.hashes),
+                                  "quality": dict(self.quality)}
+        if self.variants:
+            out["variants"] = {k: dict(v) for k, v in self.variants.items()}
+        return out
+
+    def as_hashset(self) -> "HashSet":
+        """The frame as a picture to match (no exact hashes: a frame is not a file)."""
+        return HashSet(sha256="", md5="", size=0, format="frame", width=0, height=0,
+                       hashes=self.hashes, quality=self.quality, variants=self.variants)
+
+
+@dataclass(frozen=True)
 class HashSet:
-    """Every hash of one image file, as ``hashsvc hash`` prints it and the bank stores it."""
+    """Every hash of one image (or video) file, as ``hashsvc hash`` prints it and the bank
+    stores it. A video has no picture hashes of its own: its sampled frames carry them."""
 
     sha256: str
     md5: str
@@ -168,6 +192,11 @@ class HashSet:
     quality: dict[str, int] = field(default_factory=dict)
     variants: dict[str, dict[str, str]] = field(default_factory=dict)
     from_thumbnail: bool = False  # hashed from an embedded HEIF thumbnail
+    media: str = "image"  # or "video" (hashsvc.video)
+    duration: float | None = None  # of a video, in seconds, as far as it was decoded
+    frames: tuple[FrameHash, ...] = ()  # a video's kept frames, in time order
+    #: Why a video was hashed only in part (a decoding limit was reached), else None.
+    partial: str | None = None
 
     def to_json(self) -> dict[str, object]:
         """The JSON object of a hash line (without the ``file`` field)."""
@@ -181,6 +210,14 @@ class HashSet:
             out["from_thumbnail"] = True
         if self.variants:
             out["variants"] = {k: dict(v) for k, v in self.variants.items()}
+        if self.media == "video":
+            from hashsvc.video import VIDEO_VERSION
+
+            out.update({"media": "video", "video_version": VIDEO_VERSION,
+                        "duration": self.duration,
+                        "frames": [frame.to_json() for frame in self.frames]})
+            if self.partial:
+                out["partial"] = self.partial
         return out
 
 

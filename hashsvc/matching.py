@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -14,6 +14,7 @@ from hashsvc.hashing import ALGORITHMS, VARIANT_CODES, VARIANT_SLOTS, HashSet, h
 from hashsvc.index import HammingIndex, hex_to_codes
 from hashsvc.settings import Settings
 from hashsvc.store import FEATURES, Store
+from hashsvc.video import SAMPLE_INTERVAL
 
 #: Decision rules by name; each takes the distances of one (file, registered image) pair.
 DECISION_RULES = ("pdq_or_exact",)
@@ -29,6 +30,9 @@ class Candidate:
     distance: int
     distances: dict[str, int]
     variant: str | None = None  # orientation of the registered image that matched best
+    #: For a match to or from a video: the rule's counts and the frames that matched
+    #: ({"t": scanned time, "registered_t": registered frame's time, "distance": PDQ}).
+    video: dict[str, Any] | None = None
 
 
 def search_radius(settings: Settings) -> dict[str, int]:
@@ -58,6 +62,49 @@ def decide(distances: Mapping[str, int], settings: Settings, pdq_usable: bool = 
             and distances.get("dhash", 64) <= settings.dhash_threshold):
         return "pdq+phash", pdq
     return None
+
+
+#: Frames listed in a video match's ``video.frames`` at most (the counts cover them all).
+MAX_LISTED_FRAMES = 50
+
+
+def video_decision(matched: int, fewer_frames: int, coverage: float, settings: Settings
+                   ) -> bool:
+    """The video rule: do the frame matches between a scanned and a registered video make one
+    a copy of the other?
+
+    ``matched`` counts frames that match under :func:`decide`, on the side where fewer are
+    matched (several scanned frames may match one registered frame and vice versa);
+    ``fewer_frames`` is the number of usable frames of the video that has fewer; ``coverage``
+    is the share of the shorter video's running time that its matched frames stand for
+    (:func:`time_coverage`). At least ``video_min_frames`` frames must match (every frame of a
+    video with fewer), and they must cover at least ``video_min_fraction`` of the shorter
+    video: an excerpt matches, a compilation holding a registered clip matches, a video that
+    merely shares an intro, a logo or an outro with a registered one does not.
+    """
+    if matched <= 0 or fewer_frames <= 0:
+        return False
+    return (matched >= min(settings.video_min_frames, fewer_frames)
+            and coverage >= settings.video_min_fraction - 1e-9)
+
+
+def time_coverage(times: list[float], duration: float | None, matched: set[float]
+                  ) -> tuple[float, float]:
+    """(share of the running time that the ``matched`` frames stand for, the running time).
+
+    Each kept frame stands for the time from it to the next kept frame (the frames between
+    were dropped as near-duplicates of a kept one, or as flat), the last one to the end of the
+    video; the running time starts at the first kept frame (a fade-in counts for nothing).
+    Counting time rather than frames keeps a busy shared outro, which keeps many frames, from
+    outweighing a calm video that keeps few.
+    """
+    if not times:
+        return 0.0, 0.0
+    times = sorted(set(times))
+    end = max(duration or 0.0, times[-1] + SAMPLE_INTERVAL)
+    total = end - times[0]
+    covered = sum(nxt - t for t, nxt in zip(times, times[1:] + [end]) if t in matched)
+    return (covered / total if total > 0 else 0.0), total
 
 
 def index_id(image_id: int, variant: str) -> int:
@@ -199,7 +246,114 @@ class BankMatcher:
         return out
 
     def match_many(self, hashsets: list[HashSet]) -> list[list[Candidate]]:
-        """Candidates for each hash set, best first; empty lists where nothing matched."""
+        """Candidates for each hash set, best first; empty lists where nothing matched.
+
+        A video's sampled frames are looked up like pictures, then gathered per registered
+        video or image under the video rule (:func:`video_decision`); a picture that matches
+        a registered video's frame names the video.
+        """
+        queries: list[HashSet] = []
+        spans: list[tuple[int, int]] = []
+        for hs in hashsets:
+            start = len(queries)
+            queries.append(hs)
+            queries.extend(frame.as_hashset() for frame in hs.frames)
+            spans.append((start, len(queries)))
+        found = self._match_pictures(queries)
+        if not any(hs.frames for hs in hashsets) and not any(
+                self._details.get(c.image_id, {}).get("parent") is not None
+                for cands in found for c in cands):
+            return found
+        self._fetch_details({self._details[c.image_id]["parent"] for cands in found
+                             for c in cands if self._details[c.image_id].get("parent")})
+        return [self._gather(hs, found[start], found[start + 1:end])
+                for hs, (start, end) in zip(hashsets, spans)]
+
+    def _gather(self, hs: HashSet, own: list[Candidate], by_frame: list[list[Candidate]]
+                ) -> list[Candidate]:
+        """One file's candidates: its own, and its frames' gathered per registration."""
+        out: dict[int, Candidate] = {}
+        still_hits: dict[int, list[tuple[Candidate, float]]] = {}
+        for cand in own:  # best first
+            parent = self._details[cand.image_id].get("parent")
+            if parent is None:
+                out.setdefault(cand.image_id, cand)
+            else:  # the file is a picture of a registered video's frame
+                still_hits.setdefault(parent, []).append(
+                    (cand, self._details[cand.image_id]["t"]))
+        for parent, hits in still_hits.items():
+            if parent in out or parent not in self._details:
+                continue
+            best = hits[0][0]
+            out[parent] = replace(best, image_id=parent, video={
+                "registered_frames": self._details[parent].get("frames", 0),
+                "frames": [{"registered_t": t, "distance": c.distance}
+                           for c, t in sorted(hits, key=lambda h: (h[0].distance, h[1]))
+                           ][:MAX_LISTED_FRAMES]})
+        if hs.frames:
+            for target, cand in self._video_candidates(hs, by_frame):
+                if target in out:  # an exact copy: keep the exact match, say which frames
+                    out[target] = replace(out[target], video=cand.video)
+                else:
+                    out[target] = cand
+        return sorted(out.values(), key=lambda c: (c.distance, c.image_id))
+
+    def _video_candidates(self, hs: HashSet, by_frame: list[list[Candidate]]
+                          ) -> list[tuple[int, Candidate]]:
+        """Registered videos (by the video rule) and images that a scanned video's frames
+        match."""
+        pairs: dict[int, list[tuple[int, float | None, Candidate]]] = {}
+        for k, cands in enumerate(by_frame):
+            for cand in cands:
+                detail = self._details[cand.image_id]
+                target = detail.get("parent") or cand.image_id
+                pairs.setdefault(target, []).append((k, detail.get("t"), cand))
+        scan_times = [f.t for f in hs.frames
+                      if f.quality.get("pdq", 100) >= self.settings.min_pdq_quality]
+        usable = len(scan_times)
+        out = []
+        for target, found in pairs.items():
+            detail = self._details.get(target)
+            if detail is None:
+                continue
+            best_per_frame: dict[int, tuple[float | None, Candidate]] = {}
+            for k, t, cand in found:  # each scanned frame's nearest registered frame
+                if k not in best_per_frame or cand.distance < best_per_frame[k][1].distance:
+                    best_per_frame[k] = (t, cand)
+            best = min((c for _, c in best_per_frame.values()),
+                       key=lambda c: (c.distance, c.image_id))
+            listed = [{"t": hs.frames[k].t, "registered_t": t, "distance": c.distance}
+                      for k, (t, c) in sorted(best_per_frame.items())][:MAX_LISTED_FRAMES]
+            if detail.get("media") != "video":
+                # A registered picture seen in the video: the picture rule, frame by frame.
+                out.append((target, replace(best, video={
+                    "scanned_frames": usable, "matched_frames": len(best_per_frame),
+                    "frames": listed})))
+                continue
+            registered = detail.get("frames", 0)
+            scanned_matched = len(best_per_frame)
+            registered_times = {t for _, t, _ in found if t is not None}
+            matched = min(scanned_matched, len({c.image_id for _, _, c in found}))
+            # How much of each video's running time the matched frames stand for; the rule
+            # reads the shorter video's.
+            scanned = time_coverage(scan_times, hs.duration,
+                                    {hs.frames[k].t for k in best_per_frame})
+            reg = time_coverage(detail.get("times", []), detail.get("duration"),
+                                registered_times)
+            shorter = min((scanned, usable), (reg, registered), key=lambda x: x[0][1])
+            info = {"rule": "frames", "matched_frames": matched, "scanned_frames": usable,
+                    "registered_frames": registered, "coverage": round(shorter[0][0], 3),
+                    "scanned_seconds": round(scanned[1], 2),
+                    "registered_seconds": round(reg[1], 2)}
+            if not video_decision(matched, min(usable, registered), shorter[0][0],
+                                  self.settings):
+                continue
+            out.append((target, replace(best, image_id=target,
+                                        video={**info, "frames": listed})))
+        return out
+
+    def _match_pictures(self, hashsets: list[HashSet]) -> list[list[Candidate]]:
+        """Candidates for each hash set taken as one picture (the rule of :func:`decide`)."""
         near: list[dict[int, None]] = [dict() for _ in hashsets]
         for name, index in self.indexes.items():
             rows = [(i, value) for i, hs in enumerate(hashsets)
@@ -213,12 +367,17 @@ class BankMatcher:
                     near[i][image_id] = None
         for exact in ("sha256", "md5"):
             values = [getattr(hs, exact) for hs in hashsets]
-            hits = self.store.exact_lookup(exact, sorted(set(values)))
+            hits = self.store.exact_lookup(exact, sorted(set(v for v in values if v)))
             for i, value in enumerate(values):
                 for image_id in hits.get(value, ()):
                     near[i][image_id] = None
         self._fetch_details({image for n in near for image in n})
         return [self._decide_all(hs, list(n)) for hs, n in zip(hashsets, near)]
+
+    def registrations(self, image_ids: set[int]) -> dict[int, int]:
+        """The registered file of each bank row: a video for its frames, else the row itself."""
+        self._fetch_details(image_ids)
+        return {i: self._details.get(i, {}).get("parent") or i for i in image_ids}
 
     def _fetch_details(self, image_ids: set[int]) -> None:
         """Cache case references and hashes of the registered images involved."""

@@ -7,13 +7,14 @@ and results are written idempotently so that a repeated batch changes nothing.
 
 from __future__ import annotations
 
+import io
 import multiprocessing
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
 from hashsvc.decode import HEIF_THUMBNAIL_MIN_SIDE, decode, sniff
 from hashsvc.features import extract, from_bytes, to_bytes
@@ -26,6 +27,14 @@ from hashsvc.settings import Settings
 from hashsvc.sources import walk
 from hashsvc.sources.base import ContainerSeen, Entry, EvidenceSeen, Problem
 from hashsvc.store import Store, locator_hash
+from hashsvc.video import (MAX_FRAME_PIXELS, SNIFF_BYTES, VIDEO_FORMATS, NoVideoStream,
+                           VideoLimits, file_hashes, hash_video, is_video_name, sniff_video)
+
+#: Link kinds of pictures embedded in a file (hashsvc.embedded).
+EMBEDDED_KINDS = frozenset({"exif-thumbnail", "heif-thumbnail"})
+
+#: Stage of the problem recorded for a video that was hashed only in part (a decoding limit).
+VIDEO_LIMIT_STAGE = "video-limit"
 
 @dataclass
 class Task:
@@ -40,6 +49,10 @@ class Task:
     name: str = ""  # display path, for messages and the extension check
     heif_thumbnails: bool = True
     features: bool = False  # extract local features for the second stage
+    # Videos (hashsvc.video): frames below this PDQ quality are dropped; decoding limits.
+    min_pdq_quality: int = 50
+    max_video_seconds: float = 14400.0
+    video_time_budget: float = 600.0
 
 
 @dataclass
@@ -64,6 +77,10 @@ def process_task(task: Task) -> FileResult:
     """Read, sniff, decode and hash one file; every failure becomes an error result."""
     if task.read_error is not None:
         return FileResult(task.key, "error", stage="read", message=task.read_error)
+    if task.path is not None and task.data is None:
+        video = _video_on_disk(task)  # decoded from the file, whatever its size
+        if video is not None:
+            return video
     try:
         data = _task_bytes(task)
     except (OSError, HashsvcError) as exc:
@@ -74,18 +91,21 @@ def process_task(task: Task) -> FileResult:
 def process_data(task: Task, data: bytes, depth: int = 0) -> FileResult:
     """Hash one file's bytes, and the pictures embedded in it (EXIF and HEIF thumbnails)."""
     res = _hash_data(task, data)
-    if depth == 0 and res.format_sniffed:
-        for kind, name, blob in _embedded(data, res.format_sniffed):
+    if depth == 0 and res.format_sniffed and res.format_sniffed not in VIDEO_FORMATS:
+        # A HEIF hashed from its own thumbnail: that thumbnail is not a child as well.
+        stand_in = res.hashset is not None and res.hashset.from_thumbnail
+        for kind, name, blob in _embedded(data, res.format_sniffed, stand_in):
             child = process_data(task, blob, depth + 1)
             child.key = f"{task.key}#{kind}:{name}"
             res.children.append((kind, name, child))
     return res
 
 
-def _embedded(data: bytes, fmt: str) -> list[tuple[str, str, bytes]]:
+def _embedded(data: bytes, fmt: str, heif_stand_in: bool = False
+              ) -> list[tuple[str, str, bytes]]:
     """Pictures embedded in an image file; a broken container yields none, never an error."""
     try:
-        return embedded_pictures(data, fmt)
+        return embedded_pictures(data, fmt, heif_stand_in=heif_stand_in)
     except Exception:  # noqa: BLE001 - the file itself was hashed; its thumbnails are a bonus
         return []
 
@@ -95,6 +115,13 @@ def _hash_data(task: Task, data: bytes) -> FileResult:
     exact = exact_hashes(data)
     fmt = sniff(data[:64])
     if fmt is None:
+        video_fmt = sniff_video(data[:SNIFF_BYTES])
+        if video_fmt is not None:
+            return _hash_video(task, video_fmt, io.BytesIO(data), exact, len(data))
+        if data and is_video_name(task.name):
+            return FileResult(task.key, "error", size=len(data), stage="sniff", exact=exact,
+                              message="named like a video but the content is not a "
+                                      "recognised video format (corrupt, encrypted or wrong)")
         if data and _named_like_image(task.name):
             return FileResult(task.key, "error", size=len(data), stage="sniff", exact=exact,
                               message="named like an image but the content is not a "
@@ -122,6 +149,49 @@ def _hash_data(task: Task, data: bytes) -> FileResult:
                               format_sniffed=fmt)
     return FileResult(task.key, "hashed", hashset=hs, size=len(data), exact=exact,
                       features=features, format_sniffed=fmt)
+
+
+def _video_on_disk(task: Task) -> FileResult | None:
+    """Hash a video file on disk streamed from its path (None when it is no video)."""
+    assert task.path is not None
+    try:
+        with open(task.path, "rb") as fh:
+            fmt = sniff_video(fh.read(SNIFF_BYTES))
+            if fmt is None:
+                return None
+            fh.seek(0)
+            exact, size = file_hashes(fh)
+            fh.seek(0)
+            return _hash_video(task, fmt, fh, exact, size)
+    except OSError:
+        return None  # reading it again reports the error
+
+
+def _hash_video(task: Task, fmt: str, fh: IO[bytes], exact: dict[str, str],
+                size: int) -> FileResult:
+    """Decode and hash a video's sampled frames; a failure keeps the exact hashes."""
+    limits = VideoLimits(max_seconds=task.max_video_seconds, time_budget=task.video_time_budget,
+                         max_frame_pixels=min(task.max_pixels or MAX_FRAME_PIXELS,
+                                              MAX_FRAME_PIXELS))
+    try:
+        # One decoding thread: the pool already runs a process per core.
+        hs = hash_video(fh, fmt, exact, size, min_quality=task.min_pdq_quality,
+                        limits=limits, threads=1)
+    except NoVideoStream:
+        return FileResult(task.key, "not-image", size=size, exact=exact, format_sniffed=fmt)
+    except DecodeError as exc:
+        return FileResult(task.key, "error", size=size, stage="decode", message=str(exc),
+                          exact=exact, format_sniffed=fmt)
+    except Exception as exc:  # noqa: BLE001 - a decoder bug must cost one file, not the scan
+        return FileResult(task.key, "error", size=size, stage="decode",
+                          message=f"video decoder failed: {type(exc).__name__}: {exc}",
+                          exact=exact, format_sniffed=fmt)
+    res = FileResult(task.key, "hashed", hashset=hs, size=size, exact=exact,
+                     format_sniffed=fmt)
+    if hs.partial:
+        # Hashed and matched for what decoded; the rest was not examined, and says so.
+        res.stage, res.message = VIDEO_LIMIT_STAGE, f"video hashed in part: {hs.partial}"
+    return res
 
 
 def cv2_error() -> type[Exception]:
@@ -224,17 +294,21 @@ class Recorder:
 
     def result(self, locator: Locator, res: FileResult) -> None:
         """Queue a worker result, and those of pictures embedded in it, for matching."""
+        self._queue(locator, res)
+        # Flush by size, and every few seconds so that progress and findings reach the store
+        # promptly on slow sources. A file and its embedded pictures go in the same flush.
+        if (len(self.results) >= self.batch_size
+                or time.monotonic() - self.last_flush > self.flush_seconds):
+            self.flush()
+
+    def _queue(self, locator: Locator, res: FileResult) -> None:
+        """Queue one result and its children's (embedded pictures first)."""
         for kind, name, child in res.children:
-            self.result(locator.child(Link(kind, name)), child)
+            self._queue(locator.child(Link(kind, name)), child)
         self.results.append((locator, res))
         self.totals.done += 1
         self.totals.images += res.status == "hashed"
         self.totals.errors += res.status == "error"
-        # Flush by size, and every few seconds so that progress and findings reach the store
-        # promptly on slow sources.
-        if (len(self.results) >= self.batch_size
-                or time.monotonic() - self.last_flush > self.flush_seconds):
-            self.flush()
 
     def _maybe_flush(self) -> None:
         """Flush when enough rows are waiting."""
@@ -253,12 +327,24 @@ class Recorder:
         for i, cands in zip(todo, found):
             candidates[i] = cands
 
+    def _drop_repeated_embedded(self, candidates: list[list[Candidate]]) -> None:
+        """An embedded thumbnail that matches the same registered image as its own file adds
+        nothing (deleting the file deletes it): only a thumbnail that matches where its file
+        does not, or matches another image, is a finding of its own. In place."""
+        found = {loc.key(): {c.image_id for c in cands}
+                 for (loc, _), cands in zip(self.results, candidates)}
+        for i, ((loc, _), cands) in enumerate(zip(self.results, candidates)):
+            if cands and len(loc.links) > 1 and loc.links[-1].kind in EMBEDDED_KINDS:
+                parent = found.get(Locator(loc.links[:-1]).key(), set())
+                candidates[i] = [c for c in cands if c.image_id not in parent]
+
     def flush(self) -> None:
         """Match queued results and write everything queued in one transaction."""
         matches: list[dict[str, Any]] = []
         hashsets = [_as_hashset(res) for _, res in self.results]
         candidates = self.matcher.match_many(hashsets) if hashsets else []
         self._second_stage(hashsets, candidates)
+        self._drop_repeated_embedded(candidates)
         for (locator, res), hs, cands in zip(self.results, hashsets, candidates):
             key = locator.key()
             lh = locator_hash(key)
@@ -271,7 +357,7 @@ class Recorder:
                 self.problems.append({"locator_hash": lh, "path": locator.path,
                                       "stage": "read", "message": "empty file",
                                       "skipped": True, "reason": "empty"})
-            if res.status == "error" or res.stage == "features":
+            if res.status == "error" or res.stage in ("features", VIDEO_LIMIT_STAGE):
                 self.problems.append({"locator_hash": lh, "path": locator.path,
                                       "stage": res.stage, "message": res.message,
                                       "skipped": False, "reason": None})
@@ -294,7 +380,7 @@ def _match_row(lh: str, cand: Candidate) -> dict[str, Any]:
     """A scan_matches row for one candidate."""
     return {"locator_hash": lh, "image_id": cand.image_id, "case_ref": cand.case,
             "algorithm": cand.algorithm, "distance": cand.distance,
-            "distances": dict(cand.distances), "variant": cand.variant}
+            "distances": dict(cand.distances), "variant": cand.variant, "video": cand.video}
 
 
 def make_pool(workers: int) -> ProcessPoolExecutor:
@@ -455,12 +541,21 @@ def _task_for(entry: Entry, settings: Settings) -> Task:
     if entry.fs_path is not None:
         return Task(key, path=entry.fs_path, max_file_bytes=settings.max_file_bytes,
                     max_pixels=settings.max_image_pixels, name=name,
-                    heif_thumbnails=settings.heif_thumbnails, features=settings.features_stage)
+                    heif_thumbnails=settings.heif_thumbnails, features=settings.features_stage,
+                    **_video_options(settings))
     try:
         data = entry.read()
     except (OSError, HashsvcError, EOFError) as exc:
         return Task(key, read_error=_message(exc), name=name)
     return Task(key, data=data, max_file_bytes=settings.max_file_bytes,
                 max_pixels=settings.max_image_pixels, name=name,
-                heif_thumbnails=settings.heif_thumbnails, features=settings.features_stage)
+                heif_thumbnails=settings.heif_thumbnails, features=settings.features_stage,
+                **_video_options(settings))
+
+
+def _video_options(settings: Settings) -> dict[str, Any]:
+    """The settings a worker needs to hash videos."""
+    return {"min_pdq_quality": settings.min_pdq_quality,
+            "max_video_seconds": settings.max_video_seconds,
+            "video_time_budget": settings.video_time_budget}
 

@@ -74,7 +74,9 @@ def match_object(group: Any) -> dict[str, Any]:
                                          else mf[0].distance, mf[0].image_id))
     best, file = rows[0]
     locator = Locator.from_key(file.locator)
-    return {
+    out = {
+        # The candidate's id for review (hashsvc review, POST /v1/scans/{id}/review).
+        "match_id": file.id,
         "path": file.path,
         "locator": locator.to_list(),
         # Where the file was found: a deleted file-system entry, and an S3 object's version.
@@ -95,6 +97,10 @@ def match_object(group: Any) -> dict[str, Any]:
         "other_matches": [{"case": m.case_ref, "algorithm": m.algorithm, "distance": m.distance,
                            "distances": m.distances} for m, _ in rows[1:]],
     }
+    if best.video:
+        # A match to or from a video: the frames that made it (docs/video.md).
+        out["video"] = best.video
+    return out
 
 
 def write_report(report: dict[str, Any], path: str) -> None:

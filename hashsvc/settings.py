@@ -35,10 +35,15 @@ class Settings:
     phash_threshold: int
     dhash_threshold: int
     min_pdq_quality: int
+    video_min_frames: int
+    video_min_fraction: float
     trim_frames: bool
     features_stage: bool
     feature_key_file: str
+    report_signing_key: str
     max_image_pixels: int
+    max_video_seconds: float
+    video_time_budget: float
     max_file_bytes: int
     max_archive_depth: int
     max_archive_members: int
@@ -46,6 +51,8 @@ class Settings:
     max_ratio: float
     ratio_floor_bytes: int
     evidence_roots: str
+    s3_buckets: str
+    s3_read_threads: int
     max_request_bytes: int
     lookup_max_hashes: int
     lookup_refresh_seconds: float
@@ -82,6 +89,12 @@ class Settings:
             else self.data_path / "feature.key"
 
     @property
+    def report_signing_key_path(self) -> Path:
+        """The Ed25519 private key (PEM) that signs deletion reports (hashsvc.signing)."""
+        return Path(self.report_signing_key).expanduser() if self.report_signing_key \
+            else self.data_path / "keys" / "report-signing.pem"
+
+    @property
     def worker_count(self) -> int:
         """Decode/hash processes to use."""
         return self.workers if self.workers > 0 else (os.cpu_count() or 1)
@@ -96,6 +109,12 @@ class Settings:
             ratio_floor_bytes=self.ratio_floor_bytes,
         )
 
+    @property
+    def s3_bucket_list(self) -> list[str]:
+        """The buckets that API scans may read (``s3_buckets``, separated by ':' or ',')."""
+        return [name.strip() for name in self.s3_buckets.replace(",", ":").split(":")
+                if name.strip()]
+
     def thresholds(self) -> dict[str, int]:
         """Per-algorithm match thresholds."""
         return {"pdq": self.pdq_threshold, "phash": self.phash_threshold,
@@ -106,7 +125,9 @@ class Settings:
         return {"decision_rule": self.decision_rule, "thresholds": self.thresholds(),
                 "pdq_support_threshold": self.pdq_support_threshold,
                 "min_pdq_quality": self.min_pdq_quality, "trim_frames": self.trim_frames,
-                "features_stage": self.features_stage}
+                "features_stage": self.features_stage,
+                "video_min_frames": self.video_min_frames,
+                "video_min_fraction": self.video_min_fraction}
 
     def replace(self, **changes: Any) -> "Settings":
         """A copy with some settings changed (tests and CLI flags)."""

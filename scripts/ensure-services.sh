@@ -61,6 +61,7 @@ have debugfs || missing+=(e2fsprogs)
 have sfdisk || missing+=(fdisk)
 have ewfacquire || missing+=(ewf-tools)
 have fls || missing+=(sleuthkit)
+have pdftotext || missing+=(poppler-utils)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "ensure-services: installing ${missing[*]}" >&2
   apt_install "${missing[@]}"

@@ -26,6 +26,24 @@ def settings(tmp_path: Path) -> Settings:
     return load_settings(env={}, data_dir=str(tmp_path / "data"), workers=2)
 
 
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """An S3-compatible server (moto's server mode) on loopback for the session: its URL."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    request_log = logging.getLogger("werkzeug")
+    level = request_log.level
+    request_log.setLevel(logging.ERROR)  # else one line per request
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+    request_log.setLevel(level)
+
+
 @pytest.fixture
 def store(settings: Settings) -> Iterator[Store]:
     """A migrated embedded (SQLite) store."""

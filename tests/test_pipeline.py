@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,24 @@ def test_scan_matches_on_both_stores(any_store: Store, settings: Settings,
     assert found["b.png"]["variant"] == "rot90"
     assert report["files_scanned"] == 5 and report["images_hashed"] == 5
     assert report["state"] == "done" and report["errors"] == []
+
+
+def test_files_recorded_beside_an_archive_keep_their_hashes(any_store: Store, settings: Settings,
+                                                            tmp_path: Path) -> None:
+    # An archive's row carries no hashes; rows written with it in one batch must keep theirs.
+    register(any_store, "CASE-1", "astronaut")
+    dump = tmp_path / "dump"
+    dump.mkdir()
+    with zipfile.ZipFile(dump / "a.zip", "w") as zf:  # walked (and recorded) first
+        zf.writestr("DCIM/IMG_0001.jpg", encode(photo("astronaut"), "JPEG"))
+    copy = encode(photo("astronaut").resize((300, 300)), "JPEG")
+    (dump / "b.jpg").write_bytes(copy)
+    report = build_report(any_store, run_scan(any_store, settings.replace(workers=1), str(dump)))
+    found = {m["path"]: m for m in report["matches"]}
+    assert set(found) == {"a.zip/DCIM/IMG_0001.jpg", "b.jpg"}
+    assert found["b.jpg"]["sha256"] == hashlib.sha256(copy).hexdigest()
+    assert found["b.jpg"]["md5"] == hashlib.md5(copy).hexdigest()
+    assert all(m["sha256"] and m["md5"] and m["format"] == "jpeg" for m in found.values())
 
 
 def test_rerunning_a_scan_changes_nothing(store: Store, settings: Settings,

@@ -35,6 +35,8 @@ from hashsvc.sources import directory as directory_module
 from hashsvc.sources.archives import TAR_HEADER_CAP
 from hashsvc.sources.base import ContainerSeen, Entry, Item, Problem
 
+from evidence_builders import pdf_bytes
+
 MiB = 1024 * 1024
 SMALL = Limits(max_file_bytes=4 * MiB, max_archive_depth=6, max_archive_members=1000,
                max_expanded_bytes=64 * MiB, max_ratio=200.0, ratio_floor_bytes=2 * MiB)
@@ -176,10 +178,12 @@ SAMPLES: dict[str, Callable[[], tuple[str, bytes]]] = {
     "gzip": lambda: ("IMG_1.jpg.gz", gzip.compress(SAMPLE)),
     "bz2": lambda: ("IMG_1.jpg.bz2", bz2.compress(SAMPLE)),
     "xz": lambda: ("IMG_1.jpg.xz", lzma.compress(SAMPLE)),
+    "pdf": lambda: ("s.pdf", pdf_bytes([[SAMPLE]])),
 }
 SAMPLE_PATHS = {"zip": "s.zip/dcim/IMG_1.jpg", "tar": "s.tar/dcim/IMG_1.jpg",
                 "7z": "s.7z/dcim/IMG_1.jpg", "gzip": "IMG_1.jpg.gz/IMG_1.jpg",
-                "bz2": "IMG_1.jpg.bz2/IMG_1.jpg", "xz": "IMG_1.jpg.xz/IMG_1.jpg"}
+                "bz2": "IMG_1.jpg.bz2/IMG_1.jpg", "xz": "IMG_1.jpg.xz/IMG_1.jpg",
+                "pdf": "s.pdf/page-1/Im1.jpg"}
 
 
 def test_registry_is_not_empty_and_names_are_unique() -> None:

@@ -91,4 +91,12 @@ def walk(source: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> Wal
     Raises SourceError at once if the source does not exist; everything found inside it,
     however broken, comes out as items.
     """
-    return open_source(source, limits).walk()
+    return _walk_and_close(open_source(source, limits))
+
+
+def _walk_and_close(src: Source) -> Walk:
+    """Every item of an opened source; the source is closed when the walk ends or is dropped."""
+    try:
+        yield from src.walk()
+    finally:
+        src.close()

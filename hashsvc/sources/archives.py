@@ -30,6 +30,7 @@ import py7zr
 from hashsvc.errors import ConfigError, HashsvcError, LimitExceeded, SourceError
 from hashsvc.locators import Link, Locator, is_unsafe_name
 from hashsvc.sources.base import ContainerSeen, Entry, FileInfo, Limits, Problem, Walk
+from hashsvc.sources.pdf import sniff_pdf, walk_pdf
 from hashsvc.sources.sevenzip import MemberSink, pull_members
 from hashsvc.sources.streams import (
     HEAD_BYTES,
@@ -155,11 +156,18 @@ def walk_zip(fileobj: ByteStream, locator: Locator, limits: Limits, depth: int,
     with zipfile.ZipFile(source) as archive:
         infos = archive.infolist()
     yield from _too_many(locator, len(infos), limits)
-    for info in infos[: limits.max_archive_members]:
+    infos = infos[: limits.max_archive_members]
+    # Cloud exports and phone extractions (Takeout, UFDR, iCloud) record where members came
+    # from; for any other zip this finds nothing and reads nothing.
+    from hashsvc.sources.exports import zip_annotations
+
+    attrs = yield from zip_annotations(source, infos, locator, limits, budget)
+    for info in infos:
         if budget.exhausted:
             yield from budget.problem_once(locator)
             return
-        yield from _zip_member(source, info, locator, limits, depth, budget)
+        yield from _zip_member(source, info, locator, limits, depth, budget,
+                               attrs.get(info.orig_filename, ()))
 
 
 def _zip_special(info: zipfile.ZipInfo) -> str | None:
@@ -187,9 +195,9 @@ def _zip_refusal(info: zipfile.ZipInfo) -> str | None:
 
 
 def _zip_member(fileobj: IO[bytes], info: zipfile.ZipInfo, locator: Locator, limits: Limits,
-                depth: int, budget: Budget) -> Walk:
-    """Yield one zip member."""
-    loc = locator.child(Link("zip", info.orig_filename))  # the name before zipfile trims it
+                depth: int, budget: Budget, attrs: tuple[tuple[str, str], ...] = ()) -> Walk:
+    """Yield one zip member (``attrs``: what an export's metadata says about it)."""
+    loc = locator.child(Link("zip", info.orig_filename, attrs))  # the name before zipfile trims it
     if info.is_dir():
         return
     special = _zip_special(info)
@@ -494,8 +502,9 @@ SEVENZIP = ContainerReader("7z", _sniff_7z, walk_7z, needs_seek=True)
 GZIP = ContainerReader("gzip", _sniff_gzip, walk_gzip, needs_seek=False)
 BZIP2 = ContainerReader("bz2", _sniff_bz2, walk_bz2, needs_seek=False)
 XZ = ContainerReader("xz", _sniff_xz, walk_xz, needs_seek=False)
+PDF = ContainerReader("pdf", sniff_pdf, walk_pdf, needs_seek=True)  # pages' images (pdf.py)
 
-CONTAINERS: tuple[ContainerReader, ...] = (ZIP, TAR, SEVENZIP, GZIP, BZIP2, XZ)
+CONTAINERS: tuple[ContainerReader, ...] = (ZIP, TAR, SEVENZIP, GZIP, BZIP2, XZ, PDF)
 
 
 def _check_unique(readers: tuple[ContainerReader, ...]) -> None:

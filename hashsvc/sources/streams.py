@@ -7,6 +7,7 @@ few kilobytes of input can never turn into gigabytes in memory before a check ru
 
 from __future__ import annotations
 
+import io
 import lzma
 import struct
 import zlib
@@ -29,6 +30,36 @@ class ByteStream(Protocol):
 
 
 # --- the shared decompression budget ---------------------------------------------------------
+
+
+class SeekableView(io.RawIOBase):
+    """A read-only, seekable stream over ``size`` bytes held elsewhere (a file inside a disk
+    image, an S3 object): subclasses read at ``self._pos`` in ``readinto`` or ``read``."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self._size = size
+        self._pos = 0
+
+    def readable(self) -> bool:
+        """Always readable."""
+        return True
+
+    def seekable(self) -> bool:
+        """Always seekable."""
+        return True
+
+    def tell(self) -> int:
+        """The current position."""
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move the position (nothing is read until a read)."""
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + offset
+        return self._pos
 
 
 class Budget:

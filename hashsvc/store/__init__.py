@@ -125,7 +125,14 @@ class Store:
         table = model.__table__
         pk = list(table.primary_key.columns)[0]
         stmt = self._insert(table).on_conflict_do_nothing().returning(pk)
-        return list(session.connection().execute(stmt, list(rows)).scalars())
+        # An executemany takes its columns from the first row and silently drops other rows'
+        # extra keys, so rows are sent in groups with the same keys (column defaults intact).
+        groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+        for row in rows:
+            groups.setdefault(tuple(sorted(row)), []).append(row)
+        conn = session.connection()
+        return [key for group in groups.values()
+                for key in conn.execute(stmt, list(group)).scalars()]
 
     # -- bank ------------------------------------------------------------------------------
 
@@ -157,17 +164,40 @@ class Store:
                       keep_features: bool = True) -> tuple[int, int]:
         """Register one image's hashes; returns (1 if the image is new, hashes added)."""
         sha256 = line["sha256"]
+        frames = frame_lines(line)
+        video = line.get("media") == "video"
         inserted = self._insert_ignore(session, RegisteredImage, [{
             "case_id": case_id, "sha256": sha256, "md5": line.get("md5"),
             "size": line.get("size"), "format": line.get("format"),
             "width": line.get("width"), "height": line.get("height"), "created_at": utcnow(),
+            "media": "video" if video else "image", "frame_no": 0,
+            "duration": line.get("duration") if video else None,
         }])
         image_id = session.execute(select(RegisteredImage.id).where(
-            RegisteredImage.case_id == case_id, RegisteredImage.sha256 == sha256)).scalar_one()
-        rows = [{"image_id": image_id, "algorithm": alg, "variant": variant, "value": value,
-                 "quality": quality}
-                for alg, variant, value, quality in hash_rows(line)]
-        new_ids = self._insert_ignore(session, BankHash, rows)
+            RegisteredImage.case_id == case_id, RegisteredImage.sha256 == sha256,
+            RegisteredImage.frame_no == 0)).scalar_one()
+        added = self._add_hashes(session, image_id, hash_rows(line))
+        # Each kept frame of a video is a registered picture of its own under the video's row.
+        for number, frame in enumerate(frames, 1):
+            self._insert_ignore(session, RegisteredImage, [{
+                "case_id": case_id, "sha256": sha256, "frame_no": number, "media": "frame",
+                "parent_id": image_id, "frame_t": frame["t"], "format": line.get("format"),
+                "width": line.get("width"), "height": line.get("height"),
+                "created_at": utcnow()}])
+            frame_id = session.execute(select(RegisteredImage.id).where(
+                RegisteredImage.case_id == case_id, RegisteredImage.sha256 == sha256,
+                RegisteredImage.frame_no == number)).scalar_one()
+            added += self._add_hashes(session, frame_id, hash_rows(frame))
+        if keep_features and line.get("features") and not video:
+            self._store_features(session, image_id, line["features"])
+        return (1 if inserted else 0), added
+
+    def _add_hashes(self, session: Session, image_id: int,
+                    rows: list[tuple[str, str, str, int | None]]) -> int:
+        """Add one registered row's hashes and feed them to the indexes; returns how many."""
+        new_ids = self._insert_ignore(session, BankHash, [
+            {"image_id": image_id, "algorithm": alg, "variant": variant, "value": value,
+             "quality": quality} for alg, variant, value, quality in rows])
         if new_ids:
             new = session.execute(select(BankHash.id, BankHash.algorithm, BankHash.variant)
                                   .where(BankHash.id.in_(new_ids)).order_by(BankHash.id)).all()
@@ -175,9 +205,7 @@ class Store:
                 {"hash_id": hid, "op": "add", "algorithm": alg, "image_id": image_id,
                  "variant": variant, "at": utcnow()}
                 for hid, alg, variant in new])
-        if keep_features and line.get("features"):
-            self._store_features(session, image_id, line["features"])
-        return (1 if inserted else 0), len(new_ids)
+        return len(new_ids)
 
     def _store_features(self, session: Session, image_id: int, text: str) -> None:
         """Keep an image's local features, encrypted and bound to its id; idempotent."""
@@ -241,10 +269,14 @@ class Store:
             if case is None:
                 raise NotFound(f"no case {case_ref}")
             image_ids = list(session.execute(select(RegisteredImage.id).where(
-                RegisteredImage.case_id == case.id)).scalars())
+                RegisteredImage.case_id == case.id, RegisteredImage.parent_id.is_(None))
+            ).scalars())
+            # Every row of the case: its files, and the frames of its videos (by a subquery:
+            # a case's frames can outnumber what one statement may list).
+            rows = select(RegisteredImage.id).where(RegisteredImage.case_id == case.id)
             hashes = session.execute(
                 select(BankHash.id, BankHash.algorithm, BankHash.image_id, BankHash.variant)
-                .where(BankHash.image_id.in_(image_ids)).order_by(BankHash.id)
+                .where(BankHash.image_id.in_(rows)).order_by(BankHash.id)
             ).all() if image_ids else []
             self._insert_ignore(session, BankChange, [
                 {"hash_id": hid, "op": "remove", "algorithm": alg, "image_id": image_id,
@@ -252,8 +284,12 @@ class Store:
                 for hid, alg, image_id, variant in hashes])
             self._erase_features(session, image_ids)
             if image_ids:
-                session.query(BankHash).filter(BankHash.image_id.in_(image_ids)).delete(
+                session.query(BankHash).filter(BankHash.image_id.in_(rows)).delete(
                     synchronize_session=False)
+                # A video's frames first: they refer to its row.
+                session.query(RegisteredImage).filter(
+                    RegisteredImage.case_id == case.id,
+                    RegisteredImage.parent_id.isnot(None)).delete(synchronize_session=False)
                 session.query(RegisteredImage).filter(RegisteredImage.id.in_(image_ids)).delete(
                     synchronize_session=False)
             case.withdrawn_at = utcnow()
@@ -318,10 +354,26 @@ class Store:
         with self.sessions() as session:
             for i in range(0, len(ids), 500):
                 chunk = ids[i:i + 500]
-                for image_id, ref in session.execute(
-                        select(RegisteredImage.id, Case.ref).join(Case)
+                for image_id, ref, media, parent, frame_t, duration in session.execute(
+                        select(RegisteredImage.id, Case.ref, RegisteredImage.media,
+                               RegisteredImage.parent_id, RegisteredImage.frame_t,
+                               RegisteredImage.duration).join(Case)
                         .where(RegisteredImage.id.in_(chunk))):
-                    out[image_id] = {"case": ref, "hashes": {}}
+                    # "parent" and "t": a video frame's video and time; a video's "duration"
+                    # and "times" of its frames (hashsvc.matching's video rule).
+                    out[image_id] = {"case": ref, "hashes": {}, "media": media,
+                                     "parent": parent, "t": frame_t}
+                    if media == "video":
+                        out[image_id].update({"duration": duration, "times": []})
+                for parent, frame_t in session.execute(
+                        select(RegisteredImage.parent_id, RegisteredImage.frame_t)
+                        .where(RegisteredImage.parent_id.in_(chunk))):
+                    if parent in out and frame_t is not None:
+                        out[parent].setdefault("times", []).append(frame_t)
+                for detail in out.values():
+                    if "times" in detail:
+                        detail["times"].sort()
+                        detail["frames"] = len(detail["times"])
                 for image_id, alg, variant, value in session.execute(
                         select(BankHash.image_id, BankHash.algorithm, BankHash.variant,
                                BankHash.value).where(BankHash.image_id.in_(chunk))):
@@ -337,8 +389,13 @@ class Store:
             return {
                 "cases": session.execute(select(func.count()).select_from(Case)
                                          .where(Case.withdrawn_at.is_(None))).scalar(),
-                "images": session.execute(select(func.count())
-                                          .select_from(RegisteredImage)).scalar(),
+                "images": session.execute(select(func.count()).select_from(RegisteredImage)
+                                          .where(RegisteredImage.parent_id.is_(None))).scalar(),
+                "videos": session.execute(select(func.count()).select_from(RegisteredImage)
+                                          .where(RegisteredImage.media == "video")).scalar(),
+                "video_frames": session.execute(
+                    select(func.count()).select_from(RegisteredImage)
+                    .where(RegisteredImage.parent_id.isnot(None))).scalar(),
                 "hashes": by_alg,
                 "cursor": session.execute(select(func.max(BankChange.seq))).scalar() or 0,
             }
@@ -461,6 +518,54 @@ def hash_rows(line: Mapping[str, Any]) -> list[tuple[str, str, str, int | None]]
     return rows
 
 
+#: Most frames one registered video may carry (hashsvc.video keeps at most MAX_FRAMES).
+MAX_VIDEO_FRAMES = 1000
+
+
+def frame_lines(line: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The frames of a video's hash line, validated; [] for a picture's line."""
+    frames = line.get("frames")
+    if line.get("media") not in (None, "image", "video"):
+        raise InputError("media must be \"image\" or \"video\"")
+    duration = line.get("duration")
+    if duration is not None and (not isinstance(duration, (int, float))
+                                 or isinstance(duration, bool) or not 0 <= duration < 1e9):
+        raise InputError("duration must be a number of seconds")
+    if frames is None:
+        return []
+    if line.get("media") != "video":
+        raise InputError("frames are only allowed in a line with media \"video\"")
+    if not isinstance(frames, list) or len(frames) > MAX_VIDEO_FRAMES:
+        raise InputError(f"frames must be a list of at most {MAX_VIDEO_FRAMES} frames")
+    out = []
+    for number, frame in enumerate(frames):
+        if not isinstance(frame, dict):
+            raise InputError(f"frames[{number}] must be an object")
+        t = frame.get("t")
+        if (not isinstance(t, (int, float)) or isinstance(t, bool) or not 0 <= t < 1e9):
+            raise InputError(f"frames[{number}].t must be a number of seconds")
+        if frame.get("sha256") or frame.get("md5") or frame.get("frames"):
+            raise InputError(f"frames[{number}] may hold perceptual hashes only")
+        for key in ("hashes", "quality", "variants"):
+            if frame.get(key) is not None and not isinstance(frame[key], dict):
+                raise InputError(f"frames[{number}].{key} must be an object")
+        for alg, variants in (frame.get("variants") or {}).items():
+            if not isinstance(variants, dict):
+                raise InputError(f"frames[{number}].variants.{alg} must be an object")
+        for alg, q in (frame.get("quality") or {}).items():
+            if not isinstance(q, int) or isinstance(q, bool) or not 0 <= q <= 100:
+                raise InputError(f"frames[{number}].quality.{alg} must be an integer "
+                                 "from 0 to 100")
+        try:
+            rows = hash_rows(frame)
+        except InputError as exc:
+            raise InputError(f"frames[{number}]: {exc}") from exc
+        if not rows:
+            raise InputError(f"frames[{number}] has no hashes")
+        out.append({**frame, "t": float(t)})
+    return out
+
+
 def _check_hex(value: Any, length: int, name: str) -> str:
     """Lower-case hex of the expected length, or :class:`InputError`."""
     if not isinstance(value, str) or len(value) != length:
@@ -472,4 +577,5 @@ def _check_hex(value: Any, length: int, name: str) -> str:
     return value.lower()
 
 
-__all__ = ["Store", "RegisterResult", "BankChangeRow", "locator_hash", "hash_rows", "make_engine"]
+__all__ = ["Store", "RegisterResult", "BankChangeRow", "locator_hash", "hash_rows", "frame_lines",
+           "make_engine"]

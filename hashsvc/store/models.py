@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer,
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer,
                         LargeBinary, String,
                         Text, UniqueConstraint)
 from sqlalchemy import false, text
@@ -82,19 +82,32 @@ class Case(Base):
 
 
 class RegisteredImage(Base):
-    """One image registered under a case: its exact hashes and facts, never its pixels."""
+    """One image registered under a case: its exact hashes and facts, never its pixels.
+
+    A registered video is one row (``media`` "video", frame_no 0) holding the file's exact
+    hashes, and one row per kept frame (``media`` "frame", frame_no 1, 2, ...; ``parent_id`` the
+    video's row, ``frame_t`` its time) holding that frame's perceptual hashes, so every frame is
+    a bank entry of its own that the indexes, the change feed and withdrawal treat like a
+    picture.
+    """
 
     __tablename__ = "registered_images"
-    __table_args__ = (UniqueConstraint("case_id", "sha256"),)
+    __table_args__ = (UniqueConstraint("case_id", "sha256", "frame_no"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
-    sha256: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64))  # of the file (a frame: of its video)
     md5: Mapped[str | None] = mapped_column(String(32))
     size: Mapped[int | None] = mapped_column(BigInteger)
     format: Mapped[str | None] = mapped_column(String(16))
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    media: Mapped[str] = mapped_column(String(8), default="image", server_default="image")
+    frame_no: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("registered_images.id"),
+                                                  index=True)
+    frame_t: Mapped[float | None] = mapped_column(Float)  # seconds from the video's start
+    duration: Mapped[float | None] = mapped_column(Float)  # of a video, in seconds
 
 
 class BankHash(Base):
@@ -195,6 +208,8 @@ class ScanMatch(Base):
     distance: Mapped[int] = mapped_column(Integer)
     distances: Mapped[dict] = mapped_column(JSON)
     variant: Mapped[str | None] = mapped_column(String(16))
+    # Which frames made a match to or from a video (hashsvc.matching, docs/video.md).
+    video: Mapped[dict | None] = mapped_column(JSON)
 
 
 class ScanProblem(Base):
@@ -242,3 +257,35 @@ class ImageFeatures(Base):
     image_id: Mapped[int] = mapped_column(ForeignKey("registered_images.id"), primary_key=True)
     blob: Mapped[bytes] = mapped_column(LargeBinary)  # AES-GCM, bound to image_id
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class MatchReview(Base):
+    """An analyst's decision on a matched file of a scan: confirmed or rejected, with a reason.
+
+    Decisions are appended, never updated: the newest row for a file is its decision, and the
+    earlier ones stay as its history (each change is also an audit entry).
+    """
+
+    __tablename__ = "match_reviews"
+    __table_args__ = (Index("ix_match_reviews_scan_file", "scan_id", "file_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    scan_id: Mapped[str] = mapped_column(ForeignKey("scans.id"))
+    file_id: Mapped[int] = mapped_column(ForeignKey("scan_files.id"))  # the match id
+    decision: Mapped[str] = mapped_column(String(16))  # "confirmed" or "rejected"
+    reason: Mapped[str | None] = mapped_column(Text)
+    reviewer: Mapped[str] = mapped_column(Text)  # the analyst's name as given
+    org_id: Mapped[int | None] = mapped_column(ForeignKey("orgs.id"))
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))  # None: the CLI
+    decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WipeRecord(Base):
+    """How a medium of a scan was sanitised (NIST SP 800-88 certificate fields), as entered by
+    the analyst; carried into the deletion and verification reports."""
+
+    __tablename__ = "wipe_records"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    scan_id: Mapped[str] = mapped_column(ForeignKey("scans.id"), index=True)
+    fields: Mapped[dict] = mapped_column(JSON)
+    recorded_by: Mapped[str] = mapped_column(Text)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
