@@ -12,7 +12,7 @@ from typing import Any, Iterable, Iterator, TextIO
 import click
 
 from hashsvc import __version__
-from hashsvc.errors import HashsvcError, InputError
+from hashsvc.errors import ConfigError, HashsvcError, InputError
 from hashsvc.settings import Settings, load_settings
 
 
@@ -70,13 +70,23 @@ def _expand(paths: Iterable[str]) -> Iterator[str]:
 
 
 def hash_line(path: str, with_variants: bool, max_pixels: int,
-              with_features: bool = False) -> dict[str, Any]:
-    """The JSON object ``hashsvc hash`` prints for one file (with "error" on failure)."""
+              with_features: bool = False, video: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
+    """The JSON object ``hashsvc hash`` prints for one file (with "error" on failure).
+
+    A video (``video`` holds its options: min_quality and limits) is hashed by its sampled
+    frames, read from the file without loading it whole (hashsvc.video).
+    """
     from hashsvc.decode import decode
     from hashsvc.hashing import exact_hashes, hash_picture
+    from hashsvc.video import SNIFF_BYTES, sniff_video
 
     try:
         with open(path, "rb") as fh:
+            video_fmt = sniff_video(fh.read(SNIFF_BYTES))
+            if video_fmt is not None:
+                return _video_line(path, fh, video_fmt, with_variants, video or {})
+            fh.seek(0)
             data = fh.read()
     except OSError as exc:
         return {"file": path, "error": exc.strerror or str(exc), "stage": "read"}
@@ -94,7 +104,29 @@ def hash_line(path: str, with_variants: bool, max_pixels: int,
     return line
 
 
-def _hash_one(args: tuple[str, bool, int, bool]) -> dict[str, Any]:
+def _video_line(path: str, fh: Any, fmt: str, with_variants: bool, options: dict[str, Any]
+                ) -> dict[str, Any]:
+    """The hash line of a video file of sniffed format ``fmt``, open as ``fh``."""
+    from hashsvc.video import file_hashes, hash_video
+
+    fh.seek(0)
+    exact, size = file_hashes(fh)
+    fh.seek(0)
+    try:
+        hs = hash_video(fh, fmt, exact, size, with_variants=with_variants, **options)
+    except HashsvcError as exc:
+        return {"file": path, "error": str(exc), "stage": "decode"}
+    return {"file": path, **hs.to_json()}
+
+
+def _video_options(settings: Settings) -> dict[str, Any]:
+    """How ``hashsvc hash`` samples videos: the same quality floor and limits as scans."""
+    from hashsvc.video import limits_from
+
+    return {"min_quality": settings.min_pdq_quality, "limits": limits_from(settings)}
+
+
+def _hash_one(args: tuple[str, bool, int, bool, dict[str, Any]]) -> dict[str, Any]:
     """Process-pool entry for :func:`hash_line`."""
     return hash_line(*args)
 
@@ -109,11 +141,14 @@ def _hash_one(args: tuple[str, bool, int, bool]) -> dict[str, Any]:
 @pass_ctx
 def hash_cmd(ctx: Context, files: tuple[str, ...], no_variants: bool, no_features: bool,
              workers: int | None) -> None:
-    """Hash image files locally and print one JSON line per file; no image leaves the device."""
+    """Hash image and video files locally and print one JSON line per file; no image leaves
+    the device."""
     from hashsvc.pipeline import make_pool
 
     paths = list(_expand(files))
-    jobs = [(p, not no_variants, ctx.settings.max_image_pixels, not no_features) for p in paths]
+    video = _video_options(ctx.settings)
+    jobs = [(p, not no_variants, ctx.settings.max_image_pixels, not no_features, video)
+            for p in paths]
     n = workers or ctx.settings.worker_count
     if n <= 1 or len(jobs) < 4:
         failed = _print_lines(map(_hash_one, jobs), sys.stdout, len(jobs))
@@ -211,21 +246,70 @@ def withdraw(ctx: Context, case_ref: str, yes: bool) -> None:
 @click.option("--label", default=None, help="Exhibit label recorded with the scan.")
 @click.option("--workers", type=int, default=None, help="Processes (default: every core).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--verify-against", "verify_against", default=None,
+              type=click.Path(exists=True, dir_okay=False),
+              help="A signed deletion report: re-scan a wiped device and write a signed "
+                   "verification report (each file gone or present, and new matches).")
+@click.option("--examiner", default=None,
+              help="With --verify-against: the examiner named (default: the login name).")
 @pass_ctx
 def scan(ctx: Context, source: str, report_path: str, label: str | None, workers: int | None,
-         quiet: bool) -> None:
-    """Scan SOURCE (a folder or an archive; archives nest) against the bank."""
+         quiet: bool, verify_against: str | None, examiner: str | None) -> None:
+    """Scan SOURCE against the bank: a folder, an archive (archives nest), a disk image (raw or
+    E01), a phone extraction or cloud export, or s3://bucket/prefix."""
     from hashsvc.pipeline import run_scan
     from hashsvc.report import build_report, write_report
 
-    if not os.path.exists(source):
-        raise click.ClickException(f"no such file or folder: {source}")
+    if not source.startswith("s3://"):
+        if not os.path.exists(source):
+            raise click.ClickException(f"no such file or folder: {source}")
+        source = os.path.abspath(source)
+    original = None
+    if verify_against is not None:  # checked before the scan, not after an hour of it
+        from hashsvc.verification import checked_original
+
+        try:
+            with open(verify_against, encoding="utf-8") as fh:
+                original = json.load(fh)
+            checked_original(original, ctx.settings)
+        except (OSError, ValueError) as exc:
+            raise click.ClickException(f"cannot read {verify_against}: {exc}") from exc
+        except HashsvcError as exc:
+            raise _fail(exc) from exc
     settings = ctx.settings.replace(workers=workers) if workers else ctx.settings
-    with ScanProgress(disable=quiet) as progress:
-        scan_id = run_scan(ctx.store, settings, os.path.abspath(source), label, progress)
+    try:
+        with ScanProgress(disable=quiet) as progress:
+            scan_id = run_scan(ctx.store, settings, source, label, progress)
+    except HashsvcError as exc:  # the source cannot be opened: say why, without a traceback
+        raise _fail(exc) from exc
     report = build_report(ctx.store, scan_id)
+    if original is not None:
+        _write_verification(ctx, original, scan_id, examiner, report_path)
+        return
     write_report(report, report_path)
     click.echo(summary_text(report), err=True)
+
+
+def _write_verification(ctx: Context, original: Any, scan_id: str, examiner: str | None,
+                        out: str) -> None:
+    """Write the signed verification report of a re-scan and print its summary."""
+    import getpass
+
+    from hashsvc import audit
+    from hashsvc.deletion_report import write_rendering
+    from hashsvc.verification import verification_envelope
+
+    try:
+        envelope = verification_envelope(ctx.store, ctx.settings, original, scan_id,
+                                         {"examiner": examiner or getpass.getuser()})
+    except HashsvcError as exc:
+        raise _fail(exc) from exc
+    write_rendering(envelope, "json", out)
+    summary = envelope["document"]["summary"]
+    audit.record(ctx.store, action="scan.verification_report", target_type="scan",
+                 target_id=scan_id, details={"via": "cli", **{
+                     k: summary[k] for k in ("files", "gone", "present", "new_matches")}})
+    click.echo(f"verification of scan {scan_id}: {summary['statement']}", err=True)
 
 
 class ScanProgress:
@@ -268,10 +352,64 @@ def summary_text(report: dict[str, Any]) -> str:
     for m in report["matches"][:20]:
         strength = (f"inliers={m['distances'].get('orb_inliers')}" if m["distance"] is None
                     else f"distance={m['distance']}")
+        if m.get("video", {}).get("matched_frames") is not None:
+            strength += f" frames={m['video']['matched_frames']}"
         lines.append(f"  MATCH {m['path']}  case {m['case']}  {m['algorithm']} {strength}")
     if len(report["matches"]) > 20:
         lines.append(f"  ... and {len(report['matches']) - 20} more in the report")
     return "\n".join(lines)
+
+
+# -- deletion reports (docs/deletion-report.md) -----------------------------------------------
+
+class ReportGroup(click.Group):
+    """``hashsvc report verify FILE``; any other first word goes to the ``default_command``
+    (``hashsvc report SCAN_ID --format ... --out FILE``, registered by the review layer as
+    ``@report.command(ReportGroup.default_command)``)."""
+
+    default_command = "build"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-") \
+                and self.default_command in self.commands:
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+@main.group(cls=ReportGroup)
+def report() -> None:
+    """Signed deletion reports: write one (report SCAN_ID --format ... --out FILE), or check one
+    (report verify FILE)."""
+
+
+@report.command("verify")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--public-key", "public_keys", multiple=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="Trust this key (PEM, base64, or the JSON of GET /v1/keys); repeatable. "
+                   "Default: this deployment's report keys, where it has any.")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+@pass_ctx
+def report_verify(ctx: Context, file: str, public_keys: tuple[str, ...], as_json: bool) -> None:
+    """Check the signature of a deletion report (JSON); exit 1, naming what changed, if it fails."""
+    from hashsvc.deletion_report import deployment_trusted_keys, read_trusted_keys, verify_file
+
+    try:
+        if public_keys:
+            trusted = read_trusted_keys(public_keys)
+        else:
+            try:
+                trusted = deployment_trusted_keys(ctx.settings)
+            except ConfigError as exc:  # e.g. the key is not readable by this user
+                click.echo(f"hashsvc report verify: not using this deployment's key: {exc}",
+                           err=True)
+                trusted = None
+        verdict = verify_file(file, trusted)
+    except HashsvcError as exc:
+        raise _fail(exc) from exc
+    click.echo(json.dumps(verdict.to_dict(), indent=2, ensure_ascii=False) if as_json
+               else verdict.summary())
+    sys.exit(0 if verdict.valid else 1)
 
 
 # -- bank and store ----------------------------------------------------------------------------
@@ -320,6 +458,7 @@ from hashsvc import cli_service  # noqa: E402,F401  (registers serve and admin o
 
 
 from hashsvc import cli_jobs  # noqa: E402,F401
+from hashsvc import cli_review  # noqa: E402,F401  (review, report build)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from hashsvc.errors import ConfigError, HashsvcError, InputError
+from hashsvc.secretfiles import create_secret_file
 
 #: Layout of :func:`to_bytes`; bump on any change to it.
 FORMAT_VERSION = 1
@@ -307,22 +308,7 @@ def load_or_create_key(path: str | os.PathLike[str]) -> bytes:
 
 def _create_key(path: Path) -> None:
     """Write a new random key beside ``path`` and link it into place unless one appeared."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(secrets.token_bytes(KEY_BYTES))
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            # link() fails if the name exists, so of two processes racing, both end up reading
-            # the same complete key and neither can see a half-written file.
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-    finally:
-        tmp.unlink(missing_ok=True)
+    create_secret_file(path, secrets.token_bytes(KEY_BYTES))
 
 
 def _read_key(path: Path) -> bytes:

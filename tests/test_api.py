@@ -352,7 +352,7 @@ def test_scan_sources_must_stay_inside_an_evidence_root(api: Api, tmp_path: Path
                 for s in (str(tmp_path / "missing-outside"), str(outside))}
     assert messages == {"source is not inside an evidence root"}  # existence never revealed
     s3 = api.call("POST", "/v1/scans", "forensic", json={"source": "s3://b/p"}).json
-    assert "not supported yet" in s3["message"]
+    assert "s3_buckets" in s3["message"]
 
 
 def test_scan_through_the_api(api: Api, tmp_path: Path) -> None:
@@ -436,19 +436,19 @@ def test_admin_manages_orgs_and_keys(api: Api) -> None:
                     ).status_code == 409
     assert "Helpline North" in {o["name"] for o in api.call("GET", "/v1/orgs", "admin"
                                                             ).json["orgs"]}
-    key = api.call("POST", "/v1/keys", "admin",
+    key = api.call("POST", "/v1/api-keys", "admin",
                    json={"org_id": org_id, "role": "charity", "label": "caseworker 1"})
     assert key.status_code == 201 and key.json["key"].startswith("hsk_")
-    assert api.call("POST", "/v1/keys", "admin", json={"org_id": org_id, "role": "root"}
+    assert api.call("POST", "/v1/api-keys", "admin", json={"org_id": org_id, "role": "root"}
                     ).status_code == 400
-    assert api.call("POST", "/v1/keys", "admin", json={"org_id": 10 ** 9, "role": "charity"}
+    assert api.call("POST", "/v1/api-keys", "admin", json={"org_id": 10 ** 9, "role": "charity"}
                     ).status_code == 404
     headers = {"Authorization": f"Bearer {key.json['key']}"}
     assert api.client.post("/v1/cases", headers=headers, json={}).status_code == 201
-    listed = api.call("GET", f"/v1/keys?org_id={org_id}", "admin").json["keys"]
+    listed = api.call("GET", f"/v1/api-keys?org_id={org_id}", "admin").json["keys"]
     assert [k["label"] for k in listed] == ["caseworker 1"]
     assert key.json["key"] not in str(listed) and "key_hash" not in listed[0]
-    revoked = api.call("POST", f"/v1/keys/{key.json['key_id']}/revoke", "admin")
+    revoked = api.call("POST", f"/v1/api-keys/{key.json['key_id']}/revoke", "admin")
     assert revoked.status_code == 200
     assert api.client.post("/v1/cases", headers=headers, json={}).status_code == 401
 

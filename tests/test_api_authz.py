@@ -54,15 +54,28 @@ ENDPOINTS = (
     Endpoint("GET", "/v1/scans/{id}/matches", ("forensic",), "scan"),
     Endpoint("GET", "/v1/scans/{id}/errors", ("forensic",), "scan"),
     Endpoint("GET", "/v1/scans/{id}/report", ("forensic",), "scan"),
+    Endpoint("GET", "/v1/scans/{id}/candidates", ("forensic",), "scan"),
+    Endpoint("POST", "/v1/scans/{id}/review", ("forensic",), "scan", ok=404,
+             body=lambda api: {"match_ids": [987654], "decision": "confirmed",
+                               "reviewer": "DC Test"}),
+    Endpoint("GET", "/v1/scans/{id}/candidates/987654/thumbnail", ("forensic",), "scan",
+             ok=404),
+    Endpoint("GET", "/v1/keys", ()),
+    Endpoint("GET", "/v1/scans/{id}/verification", ("forensic",), "scan", ok=409),
+    Endpoint("POST", "/v1/scans/{id}/wipe-records", ("forensic",), "scan", ok=201,
+             body=lambda api: {"medium": "disk", "method": "purge", "tool": "t",
+                               "verification_method": "re-scan",
+                               "verification_result": "clean", "operator": "DC Test",
+                               "date": "2026-11-28"}),
     Endpoint("POST", "/v1/lookup", ("platform",),
              body=lambda api: {"hashes": [{"algorithm": "pdq", "value": "0" * 64}]}),
     Endpoint("GET", "/v1/orgs", ("admin",)),
     Endpoint("POST", "/v1/orgs", ("admin",), body=lambda api: {"name": f"org {next(_names)}"},
              ok=201),
-    Endpoint("GET", "/v1/keys", ("admin",)),
-    Endpoint("POST", "/v1/keys", ("admin",),
+    Endpoint("GET", "/v1/api-keys", ("admin",)),
+    Endpoint("POST", "/v1/api-keys", ("admin",),
              body=lambda api: {"org_id": api.orgs["platform"], "role": "platform"}, ok=201),
-    Endpoint("POST", "/v1/keys/{id}/revoke", ("admin",), "key", scoped=False),
+    Endpoint("POST", "/v1/api-keys/{id}/revoke", ("admin",), "key", scoped=False),
     Endpoint("GET", "/v1/audit", ("admin",)),
     Endpoint("GET", "/v1/audit/verify", ("admin",)),
 )
@@ -128,6 +141,7 @@ def route_views(api: Api) -> dict[tuple[str, str], Any]:
         path = rule.rule
         for converter in ("<int:case_id>", "<scan_id>", "<int:key_id>"):
             path = path.replace(converter, "{id}")
+        path = path.replace("<int:match_id>", "987654")  # a candidate no scan has
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             views[(method, path)] = api.app.view_functions[rule.endpoint]
     return views

@@ -117,7 +117,7 @@ def test_end_to_end_through_gunicorn(server: Server, tmp_path: Path) -> None:
     for role in ("charity", "platform", "forensic"):  # the admin key makes the others
         status, made = server.request("POST", "/v1/orgs", admin, {"name": f"{role} org"})
         assert status == 201
-        status, key = server.request("POST", "/v1/keys", admin,
+        status, key = server.request("POST", "/v1/api-keys", admin,
                                      {"org_id": made["org_id"], "role": role})
         assert status == 201
         keys[role] = key["key"]

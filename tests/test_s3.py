@@ -592,3 +592,46 @@ def test_the_api_scans_allowed_buckets_only(s3: S3, settings: Settings,
         assert response.status_code == 400 and "s3_buckets" in response.json["message"]
     finally:
         closed.store.close()
+
+
+def test_action_delete_removes_exactly_the_confirmed_versions(
+        s3: S3, store: Store, settings: Settings, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from hashsvc.cli import main
+    from hashsvc.review import Reviewer, decide
+
+    register(store, "CASE-1", "astronaut", "coffee")
+    exhibit = versioned_exhibit(s3)
+    runner, env = CliRunner(), {"HASHSVC_DATABASE_URL": ""}
+    base = ["--data-dir", settings.data_dir]
+    out = tmp_path / "scan.json"
+    assert runner.invoke(main, [*base, "scan", exhibit.uri, "--report", str(out), "--quiet",
+                                "--workers", "1", "--label", "EXH-S3"], env=env).exit_code == 0
+    report = json.loads(out.read_text())
+    by_version = {m["version_id"]: m["match_id"] for m in report["matches"]}
+    decide(store, report["scan_id"], [by_version[exhibit.overwritten]], "confirmed",
+           Reviewer("DC Smith"))  # the deleted IMG_0002 version stays unconfirmed
+    signed = tmp_path / "deletion.json"
+    built = runner.invoke(main, [*base, "report", report["scan_id"], "--out", str(signed)],
+                          env=env)
+    assert built.exit_code == 0, built.output
+
+    def versions() -> set[str]:
+        listed = s3.client.list_object_versions(Bucket=exhibit.bucket)
+        return {v["VersionId"] for v in listed.get("Versions", [])}
+
+    before = versions()
+    dry = runner.invoke(main, [*base, "action", "delete", str(signed)], env=env)
+    assert dry.exit_code == 0, dry.output
+    assert versions() == before
+    plan = json.loads(dry.output)["results"]
+    assert [(r["key"], r["version_id"]) for r in plan] == [("DCIM/IMG_0001.JPG",
+                                                            exhibit.overwritten)]
+    done = runner.invoke(main, [*base, "action", "delete", str(signed), "--execute"], env=env)
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["results"][0]["outcome"] == "deleted"
+    assert versions() == before - {exhibit.overwritten}
+    from hashsvc import audit
+    actions = [e.action for e in audit.entries(store, 0, 1000)]
+    assert actions.count("s3.delete") == 1 and actions.count("s3.delete.dry_run") == 1

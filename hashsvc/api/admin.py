@@ -47,7 +47,7 @@ def create_org() -> Any:
     return jsonify({"org_id": org_id, "name": name.strip()}), 201
 
 
-@bp.get("/keys")
+@bp.get("/api-keys")
 @requires("admin", action="keys.list")
 def list_keys() -> Any:
     """Every key (never a secret or its hash), or one org's with ``?org_id=``."""
@@ -55,7 +55,7 @@ def list_keys() -> Any:
     return jsonify({"keys": accounts.list_keys(state().store, org_id or None)})
 
 
-@bp.post("/keys")
+@bp.post("/api-keys")
 @requires("admin", action="keys.create", target="key")
 def create_key() -> Any:
     """Make a key for an org with one role; the response holds the only copy of the key."""
@@ -71,7 +71,7 @@ def create_key() -> Any:
                     "prefix": new.prefix, "key": new.key}), 201
 
 
-@bp.post("/keys/<int:key_id>/revoke")
+@bp.post("/api-keys/<int:key_id>/revoke")
 @requires("admin", action="keys.revoke", target="key")
 def revoke_key(key_id: int) -> Any:
     """Revoke a key; it stops working at once. Revoking twice is harmless."""

@@ -18,7 +18,7 @@ from hashsvc.api.auth import current_principal, not_found_for_other_org, own_pag
 from hashsvc.api.errors import Conflict, LineError, json_body
 from hashsvc.errors import InputError, NotFound
 from hashsvc.hashing import HASH_FORMAT
-from hashsvc.store import hash_rows
+from hashsvc.store import frame_lines, hash_rows
 from hashsvc.store.models import BankHash, Case, RegisteredImage, utcnow
 
 bp = Blueprint("cases", __name__)
@@ -27,7 +27,7 @@ bp = Blueprint("cases", __name__)
 MAX_LINES = 10_000
 
 # Optional facts of a hash line, with the type each must have when present.
-_INT_FIELDS = ("size", "width", "height", "hash_format", "decode_version")
+_INT_FIELDS = ("size", "width", "height", "hash_format", "decode_version", "video_version")
 
 
 def check_case_ref(ref: Any) -> str:
@@ -78,6 +78,7 @@ def validate_line(line: Any) -> dict[str, Any]:
             if not isinstance(value, str):
                 raise InputError(f"variants.{alg}.{variant} must be a hex string")
     hash_rows(line)  # hex lengths, algorithm and variant names
+    frame_lines(line)  # a video's frames, each checked like a picture's hashes
     return line
 
 
@@ -97,8 +98,10 @@ def _own_case(case_id: int) -> Case:
 def case_json(case: Case) -> dict[str, Any]:
     """A case as the API shows it to its charity, with its bank counts."""
     with state().store.sessions() as session:
+        # Files registered: a video counts once, not once per frame.
         images = session.execute(select(func.count()).select_from(RegisteredImage)
-                                 .where(RegisteredImage.case_id == case.id)).scalar() or 0
+                                 .where(RegisteredImage.case_id == case.id,
+                                        RegisteredImage.parent_id.is_(None))).scalar() or 0
         hashes = session.execute(select(func.count()).select_from(BankHash)
                                  .join(RegisteredImage, RegisteredImage.id == BankHash.image_id)
                                  .where(RegisteredImage.case_id == case.id)).scalar() or 0

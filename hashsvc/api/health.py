@@ -1,4 +1,5 @@
-"""Liveness and readiness probes; no key needed, nothing audited."""
+"""Liveness and readiness probes, and the public keys that sign deletion reports; no key
+needed, nothing audited."""
 
 from __future__ import annotations
 
@@ -55,3 +56,12 @@ def ready() -> Any:
         return error_response(503, "unavailable", "not ready: " + "; ".join(problems))
     return jsonify({"status": "ready", "database": "ok",
                     "redis": "ok" if state().settings.redis_url else "not configured"})
+
+
+@bp.get("/keys")
+def signing_keys() -> Any:
+    """The Ed25519 public keys that deletion reports of this deployment are signed with
+    (current and retired), for anyone checking a report (``hashsvc report verify``)."""
+    from hashsvc.signing import public_keys_json
+
+    return jsonify(public_keys_json(state().settings))

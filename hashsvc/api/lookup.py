@@ -95,12 +95,15 @@ class LookupIndex:
         bits = self.matcher.bits[name]
         threshold = self.settings.thresholds()[name]
         found = index.search(hex_to_codes([queries[i].value for i in rows], bits), threshold)
+        # A registered video's frames answer as the video: one reference for all of them.
+        parent = self.matcher.registrations(
+            {int(x) for ids, _ in found for x in (ids // VARIANT_SLOTS).tolist()})
         for i, (ids, dists) in zip(rows, found):
             best: dict[int, int] = {}
             # Results come nearest first, so an image's first entry is its best variant.
             for image_id, dist in zip((ids // VARIANT_SLOTS).tolist(),
                                       np.asarray(dists).tolist()):
-                best.setdefault(int(image_id), int(dist))
+                best.setdefault(parent[int(image_id)], int(dist))
             out[i] = [Hit(image, name, dist) for image, dist in best.items()]
 
     def _exact(self, name: str, queries: list[Query], out: list[list[Hit]]) -> None:

@@ -15,6 +15,7 @@ from hashsvc.accounts import ROLES
 from hashsvc.api.errors import BIG
 from hashsvc.api.lookup import HEX_DIGITS
 from hashsvc.hashing import ALGORITHMS, VARIANT_CODES
+from hashsvc.verification import WIPE_FIELDS, WIPE_METHODS, WIPE_REQUIRED
 
 bp = Blueprint("openapi", __name__)
 
@@ -72,6 +73,19 @@ def _hash_line() -> Schema:
         "hash_format": {"type": "integer", "enum": [1]},
         "decode_version": nullable({**INT, "maximum": BIG}),
         "from_thumbnail": BOOL,
+        # Videos (hashsvc.video): the sampled frames, each with a picture's hashes.
+        "media": {"type": "string", "enum": ["image", "video"]},
+        "video_version": nullable({**INT, "maximum": BIG}),
+        "duration": nullable({"type": "number", "minimum": 0, "maximum": 1e8}),
+        "partial": nullable(STR),
+        "frames": {"type": "array", "maxItems": 1000, "items": obj({
+            "t": {"type": "number", "minimum": 0, "maximum": 1e8},
+            "hashes": {"type": "object", "properties": perceptual,
+                       "additionalProperties": False},
+        }, {"quality": {"type": "object", "additionalProperties": {
+                "type": "integer", "minimum": 0, "maximum": 100}},
+            "variants": {"type": "object", "properties": variants,
+                         "additionalProperties": False}}, closed=False)},
     }, closed=False)
 
 
@@ -88,6 +102,7 @@ def _lookup_item() -> Schema:
 
 
 MATCH = obj({
+    "match_id": {**INT, "description": "the candidate's id for review"},
     "path": STR, "locator": {"type": "array", "items": {"type": "object"}},
     "sha256": nullable(STR), "md5": nullable(STR), "size": nullable(INT),
     "format": nullable(STR), "from_thumbnail": nullable(BOOL), "case": STR,
@@ -98,6 +113,17 @@ MATCH = obj({
     "distances": COUNTS, "variant": nullable(STR),
     "other_matches": {"type": "array", "items": obj({
         "case": STR, "algorithm": STR, "distance": INT, "distances": COUNTS})},
+}, {
+    "video": {"type": "object", "description": "a match to or from a video: the video rule's "
+              "frame counts and the frames that matched (docs/video.md)",
+              "properties": {
+                  "rule": STR, "matched_frames": INT, "scanned_frames": INT,
+                  "registered_frames": INT, "coverage": {"type": "number"},
+                  "scanned_seconds": {"type": "number"},
+                  "registered_seconds": {"type": "number"},
+                  "frames": {"type": "array", "items": obj({"distance": INT}, {
+                      "t": nullable({"type": "number"}),
+                      "registered_t": nullable({"type": "number"})})}}},
 })
 
 CASE: dict[str, Schema] = {
@@ -125,8 +151,13 @@ SCHEMAS: dict[str, Schema] = {
                            "images_already_registered": INT, "hashes_added": INT,
                            "lines_with_errors_skipped": INT}),
     "ScanCreate": obj({"source": {"type": "string",
-                                  "description": "a path inside an evidence root"}},
-                      {"label": nullable({"type": "string", "maxLength": 1000})}, closed=False),
+                                  "description": "a path inside an evidence root, or "
+                                                 "s3://bucket/prefix for an allowed bucket"}},
+                      {"label": nullable({"type": "string", "maxLength": 1000}),
+                       "verify_against": nullable({
+                           "type": "object", "description": "a signed deletion report: this "
+                           "scan re-scans its evidence after a wipe (GET .../verification)"})},
+                      closed=False),
     "ScanAccepted": obj({"scan_id": {"type": "string", "format": "uuid"}}),
     "Scan": obj({
         "scan_id": STR, "label": nullable(STR), "source": STR,
@@ -182,6 +213,29 @@ SCHEMAS: dict[str, Schema] = {
                        "action": STR, "target_type": nullable(STR), "target_id": nullable(STR),
                        "details": nullable({"type": "object"}), "prev_hash": hex_string(64),
                        "entry_hash": hex_string(64)}),
+    "SignedReport": obj({"document": {"type": "object"}, "signature": {"type": "object"}}),
+    "WipeRecordCreate": obj({k: {"type": "string", "minLength": 1, "maxLength": 2000,
+                                 **({"enum": list(WIPE_METHODS)} if k == "method" else {})}
+                             for k in WIPE_REQUIRED},
+                            {k: {"type": "string", "maxLength": 2000}
+                             for k in WIPE_FIELDS if k not in WIPE_REQUIRED}),
+    "WipeRecord": obj({"scan_id": STR, "fields": {"type": "object"}, "recorded_by": STR,
+                       "recorded_at": TIME}),
+    "SigningKeys": obj({"algorithm": {"type": "string", "enum": ["Ed25519"]},
+                        "keys": {"type": "array", "items": obj({
+                            "key_id": STR, "status": STR}, closed=False)}}, closed=False),
+    "Candidates": obj({"scan_id": STR, "candidates": {"type": "array", "items": ref("Match")},
+                       "summary": obj({"confirmed": INT, "rejected": INT, "unreviewed": INT})}),
+    "ReviewRequest": obj({"match_ids": {"type": "array", "minItems": 1, "maxItems": 10_000,
+                                        "items": {"type": "integer", "minimum": 0,
+                                                  "maximum": BIG}},
+                          "decision": {"type": "string", "enum": ["confirmed", "rejected"]},
+                          "reviewer": {"type": "string", "minLength": 1, "maxLength": 200}},
+                         {"reason": nullable({"type": "string", "maxLength": 2000})},
+                         closed=False),
+    "ReviewResult": obj({"scan_id": STR, "changed": {"type": "array", "items": obj({
+        "match_id": INT, "decision": STR, "reason": nullable(STR), "reviewer": STR,
+        "decided_at": TIME, "previous": nullable({"type": "object"})})}}),
     "AuditPage": obj({"entries": {"type": "array", "items": ref("AuditEntry")},
                       "next_after": nullable(INT)}),
     "AuditVerify": obj({"ok": BOOL, "problems": {"type": "array", "items": STR},
@@ -232,6 +286,39 @@ def op(summary: str, roles: tuple[str, ...] | None, ok: tuple[str, str, str],
 def path_param(name: str, schema: Schema) -> Schema:
     """A required path parameter."""
     return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+def binary_op(summary: str, roles: tuple[str, ...], types: dict[str, str], errors: str,
+              params: list[Schema]) -> Schema:
+    """An operation whose success response is not JSON (an image, a document)."""
+    operation = op(summary, roles, ("200", "Error", ""), errors, params=params)
+    operation["responses"]["200"] = {"description": " or ".join(types.values()), "content": {
+        media: {"schema": {"type": "string", "format": "binary"}} for media in types}}
+    return operation
+
+
+def report_op() -> Schema:
+    """GET /v1/scans/{id}/report: the scan report, or with ?format= the deletion report."""
+    text = {"type": "string", "minLength": 1, "maxLength": 200}
+    operation = op("The scan's full JSON report; with format=, the signed deletion report of "
+                   "its confirmed matches", ("forensic",), ("200", "Report", "the report"),
+                   "400 404", params=SCAN_ID + [
+                       query_param("format", {"type": "string",
+                                              "enum": ["json", "html", "pdf", "vics"]},
+                                   "a deletion report: json (the signed artefact), html, pdf, "
+                                   "vics"),
+                       query_param("examiner", text, "the examiner it names (with format)"),
+                       query_param("exhibit", text, "exhibit label (default: the scan's)"),
+                       query_param("court", text, "court"),
+                       query_param("order_ref", text, "the order's reference")])
+    operation["responses"]["200"]["content"]["application/json"]["schema"] = {"anyOf": [
+        ref("Report"), {"type": "object", "required": ["document", "signature"],
+                        "description": "the signed deletion report (format=json)"},
+        {"type": "object", "description": "the VICS export (format=vics)"}]}
+    operation["responses"]["200"]["content"].update({
+        "text/html": {"schema": {"type": "string"}},
+        "application/pdf": {"schema": {"type": "string", "format": "binary"}}})
+    return operation
 
 
 def query_param(name: str, schema: Schema, description: str) -> Schema:
@@ -292,9 +379,34 @@ def paths() -> dict[str, Schema]:
         "/v1/scans/{scan_id}/errors": {"get": op(
             "Files the scan could not read or decode", forensic,
             ("200", "ScanErrors", "errors"), "404", params=SCAN_ID)},
-        "/v1/scans/{scan_id}/report": {"get": op(
-            "The scan's full JSON report", forensic, ("200", "Report", "the report"), "404",
+        "/v1/scans/{scan_id}/report": {"get": report_op()},
+        "/v1/scans/{scan_id}/verification": {"get": op(
+            "The signed verification report of a re-scan (each original file gone or present)",
+            forensic, ("200", "SignedReport", "the signed report"), "400 404 409",
+            params=SCAN_ID + [query_param("examiner", {"type": "string", "minLength": 1,
+                                                       "maxLength": 200},
+                                          "the examiner it names (required)")])},
+        "/v1/scans/{scan_id}/wipe-records": {"post": op(
+            "Record how a medium was sanitised (NIST SP 800-88 fields)", forensic,
+            ("201", "WipeRecord", "recorded"), "400 404 413 415", body="WipeRecordCreate",
             params=SCAN_ID)},
+        "/v1/scans/{scan_id}/candidates": {"get": op(
+            "The scan's candidates with their current review decision", forensic,
+            ("200", "Candidates", "candidates"), "404", params=SCAN_ID)},
+        "/v1/scans/{scan_id}/review": {"post": op(
+            "Confirm or reject candidates (a rejection needs a reason)", forensic,
+            ("200", "ReviewResult", "what changed"), "400 404 413 415", body="ReviewRequest",
+            params=SCAN_ID)},
+        "/v1/scans/{scan_id}/candidates/{match_id}/thumbnail": {"get": binary_op(
+            "A thumbnail of the evidence file, made now and never stored; blurred unless "
+            "reveal=true", forensic, {"image/jpeg": "the thumbnail"}, "400 404",
+            params=SCAN_ID + [path_param("match_id", {"type": "integer", "minimum": 0,
+                                                      "maximum": BIG}),
+                              query_param("reveal", {"type": "boolean"},
+                                          "show it unblurred (audited)")])},
+        "/v1/keys": {"get": {"summary": "The public keys that sign deletion reports",
+                             "security": [], "responses": {
+                                 "200": _json(ref("SigningKeys"), "current and retired keys")}}},
         "/v1/lookup": {"post": op("Look hashes up in the bank", ("platform",),
                                   ("200", "LookupResponse", "matches per hash, in order"),
                                   "400 413 415", body="LookupRequest")},
@@ -302,7 +414,7 @@ def paths() -> dict[str, Schema]:
             "get": op("Every org", ("admin",), ("200", "Orgs", "orgs")),
             "post": op("Create an org", ("admin",), ("201", "OrgCreated", "created"),
                        "400 409 413 415", body="OrgCreate")},
-        "/v1/keys": {
+        "/v1/api-keys": {
             "get": op("API keys (never their secrets)", ("admin",), ("200", "Keys", "keys"),
                       "400", params=[query_param("org_id", {"type": "integer", "minimum": 0,
                                                             "maximum": BIG},
@@ -310,7 +422,7 @@ def paths() -> dict[str, Schema]:
             "post": op("Make an API key (shown once)", ("admin",),
                        ("201", "KeyCreated", "created"), "400 404 413 415",
                        body="KeyCreate")},
-        "/v1/keys/{key_id}/revoke": {"post": op("Revoke an API key", ("admin",),
+        "/v1/api-keys/{key_id}/revoke": {"post": op("Revoke an API key", ("admin",),
                                                 ("200", "KeyRevoked", "revoked"), "404",
                                                 params=KEY_ID)},
         "/v1/audit": {"get": op(

@@ -1,24 +1,26 @@
 """Forensic units' endpoints: start a scan of evidence, follow it, cancel it, read its results.
 
 A scan's source must lie inside one of the configured evidence roots once symlinks are
-resolved. A forensic org sees only its own scans; another org's scan id answers exactly like
-an unknown one, so ids do not leak between forces.
+resolved, or be an ``s3://`` URI of one of the allowed buckets. A forensic org sees only its
+own scans; another org's scan id answers exactly like an unknown one, so ids do not leak
+between forces.
 """
 
 from __future__ import annotations
 
 import os
+import unicodedata
 import uuid
 from typing import Any
 
-from flask import Blueprint, g, jsonify
+from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.exceptions import ServiceUnavailable
 
 from hashsvc import audit
 from hashsvc.api import state
 from hashsvc.api.auth import current_principal, not_found_for_other_org, own_page, requires
 from hashsvc.api.errors import Conflict, json_body
-from hashsvc.errors import InputError, NotFound
+from hashsvc.errors import InputError, NotFound, SourceError
 from hashsvc.report import build_report
 from hashsvc.settings import Settings
 from hashsvc.store.models import Scan, utcnow
@@ -35,7 +37,8 @@ def evidence_roots(settings: Settings) -> list[str]:
 
 
 def resolve_source(settings: Settings, source: Any) -> str:
-    """The real path of a scan source inside an evidence root; InputError for anything else.
+    """The real path of a scan source inside an evidence root, or an allowed ``s3://`` URI
+    (see :func:`resolve_s3_source`); InputError for anything else.
 
     ``..`` is refused outright, and the check runs on the path with every symlink resolved, so
     a link inside a root that points out of it is refused too. Whether a path outside the
@@ -44,7 +47,7 @@ def resolve_source(settings: Settings, source: Any) -> str:
     if not isinstance(source, str) or not source or "\0" in source or len(source) > 4096:
         raise InputError("source must be a path")
     if source.startswith("s3://"):
-        raise InputError("s3:// sources are not supported yet")
+        return resolve_s3_source(settings, source)
     if source.startswith("file://"):
         source = source[len("file://"):]
     elif "://" in source:
@@ -60,6 +63,32 @@ def resolve_source(settings: Settings, source: Any) -> str:
     if not os.path.exists(real):
         raise InputError("source does not exist")
     return real
+
+
+def resolve_s3_source(settings: Settings, source: str) -> str:
+    """An ``s3://bucket/prefix`` source in its normal form, for a bucket in ``s3_buckets``.
+
+    The bucket name must follow S3's naming rules and be listed exactly; the prefix may hold
+    no ``..`` segment and no control character. Whether the bucket exists is not checked
+    here (the API host may hold no AWS credentials): a scan of a missing bucket fails with
+    the reason.
+    """
+    from hashsvc.sources.s3 import parse_s3_uri  # imports boto3: only when it is needed
+
+    allowed = settings.s3_bucket_list
+    if not allowed:
+        raise InputError("this server scans no S3 bucket: none is allowed (setting s3_buckets)")
+    try:
+        bucket, prefix = parse_s3_uri(source)
+    except SourceError as exc:
+        raise InputError(str(exc)) from None
+    if ".." in prefix.split("/") or any(
+            unicodedata.category(ch).startswith("C") for ch in prefix):
+        raise InputError("an s3:// prefix may not contain '..' or control characters")
+    if bucket not in allowed:
+        raise InputError(f"S3 bucket {bucket!r} is not one this server may scan "
+                         "(setting s3_buckets)")
+    return f"s3://{bucket}/{prefix}"
 
 
 def _own_scan(scan_id: str) -> Scan:
@@ -109,8 +138,15 @@ def create_scan() -> Any:
         g.audit.details["source"] = given[:1024]  # refused attempts are worth seeing too
     source = resolve_source(settings, given)
     g.audit.details["source"] = source
-    scan_id = state().store.create_scan(source, label,
-                                        {"matching": settings.matching_summary()},
+    recorded: dict[str, Any] = {"matching": settings.matching_summary()}
+    original = body.get("verify_against")
+    if original is not None:  # a re-scan after a wipe: the original report is checked now
+        from hashsvc.verification import checked_original
+
+        document = checked_original(original, settings)
+        recorded["verify_against"] = original
+        g.audit.details["verify_against"] = document.get("report_id")
+    scan_id = state().store.create_scan(source, label, recorded,
                                         org_id=current_principal().org_id)
     g.audit.target_id = scan_id
     try:
@@ -176,9 +212,130 @@ def errors(scan_id: str) -> Any:
                     "skipped": report["skipped"]})
 
 
+REPORT_TYPES = {"json": "application/json", "html": "text/html; charset=utf-8",
+                "pdf": "application/pdf", "vics": "application/json"}
+
+
 @bp.get("/scans/<scan_id>/report")
 @requires("forensic", action="scan.report", target="scan")
 def report(scan_id: str) -> Any:
-    """The scan's full JSON report (as ``hashsvc scan --report`` writes it)."""
+    """The scan's full JSON report (as ``hashsvc scan --report`` writes it); with ``?format=``
+    json, html, pdf or vics, the signed deletion report of its confirmed matches."""
+    from hashsvc.deletion_report import deletion_envelope_for_scan, rendering_bytes
+    from hashsvc.review import confirmed_matches
+
+    scan = _own_scan(scan_id)
+    fmt = request.args.get("format")
+    if fmt is None:
+        return jsonify(build_report(state().store, scan_id))
+    if fmt not in REPORT_TYPES:
+        raise InputError(f"format must be one of {', '.join(REPORT_TYPES)}")
+    examiner = request.args.get("examiner", "").strip()
+    if not examiner or len(examiner) > 200:
+        raise InputError("examiner (the name the report gives) is required, at most 200 "
+                         "characters")
+    context: dict[str, Any] = {"org": current_principal().org_name, "examiner": examiner}
+    for name in ("exhibit", "court", "order_ref"):
+        value = request.args.get(name)
+        if value is not None:
+            if len(value) > 500 or "\0" in value:
+                raise InputError(f"{name} must be text of at most 500 characters")
+            context[name] = value
+    envelope = deletion_envelope_for_scan(state().store, state().settings, scan.id, context,
+                                          confirmed_matches)
+    g.audit.details.update({"format": fmt, "files": len(envelope["document"]["files"]),
+                            "key_id": envelope["signature"]["key_id"]})
+    return Response(rendering_bytes(envelope, fmt), mimetype=REPORT_TYPES[fmt])
+
+
+@bp.get("/scans/<scan_id>/verification")
+@requires("forensic", action="scan.verification", target="scan")
+def verification(scan_id: str) -> Any:
+    """The signed verification report of a re-scan started with ``verify_against``: each file
+    of the original report gone or present, and new matches (``?examiner=`` required)."""
+    from hashsvc.verification import verification_envelope
+
+    scan = _own_scan(scan_id)
+    original = (scan.settings or {}).get("verify_against")
+    if original is None:
+        raise Conflict(f"scan {scan_id} was not started with verify_against")
+    examiner = request.args.get("examiner", "").strip()
+    if not examiner or len(examiner) > 200:
+        raise InputError("examiner (the name the report gives) is required, at most 200 "
+                         "characters")
+    envelope = verification_envelope(state().store, state().settings, original, scan.id,
+                                     {"examiner": examiner,
+                                      "org": current_principal().org_name})
+    g.audit.details.update({k: envelope["document"]["summary"][k]
+                            for k in ("files", "gone", "present", "new_matches")})
+    return jsonify(envelope)
+
+
+@bp.post("/scans/<scan_id>/wipe-records")
+@requires("forensic", action="scan.wipe_record", target="scan")
+def add_wipe(scan_id: str) -> Any:
+    """Record how a medium of the scan's evidence was sanitised (NIST SP 800-88 fields)."""
+    from hashsvc.verification import add_wipe_record
+
     _own_scan(scan_id)
-    return jsonify(build_report(state().store, scan_id))
+    body = json_body(dict)
+    principal = current_principal()
+    record = add_wipe_record(state().store, scan_id, body,
+                             f"{principal.org_name} (key {principal.prefix})")
+    g.audit.details.update({"medium": record["fields"].get("medium"),
+                            "method": record["fields"].get("method")})
+    return jsonify({"scan_id": scan_id, **record}), 201
+
+
+@bp.get("/scans/<scan_id>/candidates")
+@requires("forensic", action="scan.candidates", target="scan")
+def list_candidates(scan_id: str) -> Any:
+    """The scan's matched files with every distance, the locator and the current decision."""
+    from hashsvc.review import candidates, summary
+
+    _own_scan(scan_id)
+    items = candidates(state().store, scan_id)
+    g.audit.details["count"] = len(items)
+    return jsonify({"scan_id": scan_id, "candidates": items, "summary": summary(items)})
+
+
+@bp.post("/scans/<scan_id>/review")
+@requires("forensic", action="scan.review", target="scan")
+def review_candidates(scan_id: str) -> Any:
+    """Confirm or reject candidates: ``{"match_ids": [...], "decision": "confirmed" |
+    "rejected", "reason": TEXT, "reviewer": NAME}``; a rejection needs a reason."""
+    from hashsvc.review import Reviewer, decide
+
+    _own_scan(scan_id)
+    body = json_body(dict)
+    ids, decision = body.get("match_ids"), body.get("decision")
+    reviewer, reason = body.get("reviewer"), body.get("reason")
+    if not isinstance(ids, list) or not ids or len(ids) > 10_000:
+        raise InputError("match_ids must be a list of 1 to 10,000 match ids")
+    if not isinstance(reviewer, str):
+        raise InputError("reviewer (the analyst's name) is required")
+    if reason is not None and not isinstance(reason, str):
+        raise InputError("reason must be text")
+    if not isinstance(decision, str):
+        raise InputError("decision must be confirmed or rejected")
+    principal = current_principal()
+    changed = decide(state().store, scan_id, ids, decision,
+                     Reviewer(reviewer, principal.org_id, principal.key_id), reason)
+    g.audit.details.update({"decision": decision, "changed": len(changed)})
+    return jsonify({"scan_id": scan_id, "changed": changed})
+
+
+@bp.get("/scans/<scan_id>/candidates/<int:match_id>/thumbnail")
+@requires("forensic", action="scan.thumbnail", target="scan")
+def thumbnail(scan_id: str, match_id: int) -> Any:
+    """A small JPEG of the evidence file, made now from the evidence and never stored;
+    blurred unless ``?reveal=true`` (each reveal is audited)."""
+    from hashsvc.thumbnails import evidence_thumbnail
+
+    scan = _own_scan(scan_id)
+    reveal = request.args.get("reveal", "false").lower() in ("1", "true", "yes")
+    g.audit.details.update({"match_id": match_id, "revealed": reveal})
+    data = evidence_thumbnail(state().store, state().settings, scan, match_id, reveal)
+    response = Response(data, mimetype="image/jpeg")
+    response.headers["Cache-Control"] = "no-store"
+    return response
