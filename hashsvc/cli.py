@@ -459,6 +459,7 @@ from hashsvc import cli_service  # noqa: E402,F401  (registers serve and admin o
 
 from hashsvc import cli_jobs  # noqa: E402,F401
 from hashsvc import cli_review  # noqa: E402,F401  (review, report build)
+from hashsvc import cli_lookup  # noqa: E402,F401  (lookup)
 
 
 if __name__ == "__main__":  # pragma: no cover

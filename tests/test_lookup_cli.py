@@ -1,0 +1,89 @@
+"""``hashsvc lookup``: hash lines against the embedded bank, and against a real HTTP service."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from werkzeug.serving import make_server
+
+from hashsvc.hashing import hash_bytes
+from hashsvc.settings import Settings
+
+from conftest import encode, photo
+from test_api import api_settings, make_api
+from test_cli import cli_env, hashsvc  # noqa: F401 (cli_env is a fixture)
+
+
+def lines_of(tmp_path: Path, env: dict[str, str], names: dict[str, bytes]) -> list[str]:
+    """``hashsvc hash`` lines of the given files, written under tmp_path."""
+    folder = tmp_path / "files"
+    folder.mkdir(exist_ok=True)
+    for name, data in names.items():
+        (folder / name).write_bytes(data)
+    hashed = hashsvc(["hash", "--no-features", *[str(folder / n) for n in names]], env)
+    assert hashed.returncode == 0, hashed.stderr
+    return hashed.stdout.splitlines()
+
+
+def test_lookup_against_the_embedded_bank(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    registered = lines_of(tmp_path, cli_env, {"a.jpg": encode(photo("astronaut"), "JPEG")})
+    assert hashsvc(["register", "--case", "CASE-3", "-"], cli_env,
+                   stdin="\n".join(registered)).returncode == 0
+    copy, other = lines_of(tmp_path, cli_env, {
+        "copy.jpg": encode(photo("astronaut").resize((256, 256)), "JPEG", quality=70),
+        "other.jpg": encode(photo("coffee"), "JPEG")})
+    pdq_only = json.dumps({"hashes": {"pdq": json.loads(copy)["hashes"]["pdq"]}})
+    exact_only = json.dumps({"hashes": {"sha256": json.loads(registered[0])["sha256"]}})
+    stdin = "\n".join([copy, other, pdq_only, exact_only, '{"hashes": {"pdq": "zz"}}',
+                       "not json"])
+    result = hashsvc(["lookup", "-"], cli_env, stdin=stdin)
+    assert result.returncode == 1  # two bad lines, reported in place
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [o["line"] for o in out] == [1, 2, 3, 4, 5, 6]
+    assert [(m["case"], m["algorithm"]) for m in out[0]["matches"]] == [("CASE-3", "pdq")]
+    assert out[0]["matches"][0]["distance"] <= 31
+    assert out[1]["matches"] == []
+    assert [m["case"] for m in out[2]["matches"]] == ["CASE-3"]
+    assert [(m["algorithm"], m["distance"]) for m in out[3]["matches"]] == [("sha256", 0)]
+    assert "64 lowercase hex" in out[4]["error"] and out[5]["error"] == "not a JSON line"
+
+
+@pytest.fixture
+def service(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, dict[str, str], object]]:
+    """The API served over real HTTP on loopback (one thread), with its keys."""
+    api = make_api(api_settings(settings, tmp_path))
+    server = make_server("127.0.0.1", 0, api.app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", api.keys, api
+    server.shutdown()
+    api.store.close()
+
+
+def test_lookup_against_a_service(tmp_path: Path, cli_env: dict[str, str],
+                                  service: tuple[str, dict[str, str], object]) -> None:
+    url, keys, api = service
+    case = api.call("POST", "/v1/cases", "charity", json={}).json  # type: ignore[attr-defined]
+    line = {"file": "a.jpg",
+            **hash_bytes(encode(photo("astronaut"), "JPEG"), with_variants=True).to_json()}
+    api.call("POST", f"/v1/cases/{case['case_id']}/hashes", "charity",  # type: ignore[attr-defined]
+             json=[line])
+    copy, other = lines_of(tmp_path, cli_env, {
+        "copy.jpg": encode(photo("astronaut").resize((256, 256)), "JPEG", quality=70),
+        "other.jpg": encode(photo("coffee"), "JPEG")})
+    result = hashsvc(["lookup", "-", "--url", url], {**cli_env,
+                                                     "HASHSVC_API_KEY": keys["platform"]},
+                     stdin="\n".join([copy, other]))
+    assert result.returncode == 0, result.stderr
+    out = [json.loads(x) for x in result.stdout.splitlines()]
+    assert len(out[0]["matches"]) == 1 and out[1]["matches"] == []
+    match = out[0]["matches"][0]
+    assert match["match_ref"].startswith("m_") and "case" not in match
+    assert case["case_ref"] not in result.stdout
+    refused = hashsvc(["lookup", "-", "--url", url, "--key", keys["charity"]], cli_env,
+                      stdin=copy)
+    assert refused.returncode == 1 and "403" in refused.stderr
