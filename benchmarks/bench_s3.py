@@ -15,7 +15,6 @@ does not have.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import subprocess
@@ -31,6 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_workers import BANK, free_port, make_dump  # noqa: E402
+from benchmarks.common import add_run_options, write_json  # noqa: E402
 from hashsvc.demo import encode, photo  # noqa: E402
 from hashsvc.hashing import hash_bytes  # noqa: E402
 from hashsvc.pipeline import run_scan  # noqa: E402
@@ -118,12 +118,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="hashing processes (default 0: one per core)")
     parser.add_argument("--latency-ms", type=float, default=0.0,
                         help="delay added before each GET of the scans (default 0: loopback)")
-    parser.add_argument("--dump", type=Path, default=None,
-                        help="folder for the generated images, reused when it exists")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="scans per configuration; the fastest counts (a noisy machine)")
-    parser.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
-                        help="also write the figures as JSON (to PATH, or stdout)")
+    add_run_options(parser, "folder for the generated images, reused when it exists")
     args = parser.parse_args(argv)
     default_threads = load_settings(env={}).s3_read_threads
 
@@ -184,10 +179,7 @@ def report(figures: dict[str, Any], parallel: str, json_path: str | None) -> Non
     print(f"S3, {parallel.split('_')[1]} read threads:         {rates[parallel]:7.1f} images/s")
     print(f"parallel reads vs 1 thread: {figures['parallel_vs_1_thread']:.2f}x the throughput")
     print(f"parallel reads vs directory: {figures['parallel_vs_directory']:.2f}x the throughput")
-    if json_path == "-":
-        print(json.dumps(figures, indent=2))
-    elif json_path:
-        Path(json_path).write_text(json.dumps(figures, indent=2) + "\n")
+    write_json(figures, json_path)
 
 
 if __name__ == "__main__":

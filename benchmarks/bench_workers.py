@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import multiprocessing
 import os
 import signal
@@ -36,7 +35,7 @@ from PIL import Image, ImageChops
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import PHOTOS  # noqa: E402
+from benchmarks.common import PHOTOS, add_run_options, write_json  # noqa: E402
 from hashsvc.demo import encode, photo  # noqa: E402
 from hashsvc.hashing import hash_bytes  # noqa: E402
 from hashsvc.pipeline import run_scan  # noqa: E402
@@ -208,12 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pg", default=os.environ.get(
         "HASHSVC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"),
                         help="PostgreSQL URL of a database to create the benchmark's next to")
-    parser.add_argument("--dump", type=Path, default=None,
-                        help="folder for the generated dump, reused when it exists")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="scans per configuration; the fastest counts (a noisy machine)")
-    parser.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
-                        help="also write the figures as JSON (to PATH, or stdout)")
+    add_run_options(parser, "folder for the generated dump, reused when it exists")
     args = parser.parse_args(argv)
     # One core per process in every configuration (as `hashsvc worker` sets for itself), so
     # OpenCV's thread pool in the embedded hashing process does not blur the comparison.
@@ -280,10 +274,7 @@ def report(figures: dict[str, Any], json_path: str | None) -> None:
           f"{figures['cpus']} CPUs)")
     print(f"1 worker vs embedded: {figures['overhead_vs_embedded']:.2f}x the time "
           "(goal <= 1.15x)")
-    if json_path == "-":
-        print(json.dumps(figures, indent=2))
-    elif json_path:
-        Path(json_path).write_text(json.dumps(figures, indent=2) + "\n")
+    write_json(figures, json_path)
 
 
 if __name__ == "__main__":

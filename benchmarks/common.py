@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import skimage.data
@@ -28,3 +31,21 @@ def camera_photo(i: int, rng: np.random.Generator, width: int, height: int,
     grain = rng.standard_normal((height, width, 3), dtype=np.float32) * noise
     return Image.fromarray(np.clip(np.asarray(big, dtype=np.float32) + grain, 0, 255)
                            .astype(np.uint8))
+
+
+def add_run_options(parser: argparse.ArgumentParser, dump_help: str) -> None:
+    """The options of the scan benchmarks: a reusable dump folder, repeats and JSON output."""
+    parser.add_argument("--dump", type=Path, default=None, help=dump_help)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="scans per configuration; the fastest counts (a noisy machine)")
+    parser.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
+                        help="also write the figures as JSON (to PATH, or stdout)")
+
+
+def write_json(figures: dict[str, Any], json_path: str | None) -> None:
+    """Write the figures as JSON: to stdout for '-', to a file for a path, not at all for None."""
+    if json_path == "-":
+        print(json.dumps(figures, indent=2))
+    elif json_path:
+        Path(json_path).write_text(json.dumps(figures, indent=2) + "\n")
+

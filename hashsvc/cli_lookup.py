@@ -19,11 +19,10 @@ import click
 
 from hashsvc.cli import Context, _fail, main, pass_ctx
 from hashsvc.errors import HashsvcError, InputError
-from hashsvc.hashing import ALGORITHMS, FrameHash, HashSet
+from hashsvc.hashing import EXACT_ALGORITHMS as EXACT
+from hashsvc.hashing import HEX_DIGITS as DIGITS
+from hashsvc.hashing import FrameHash, HashSet
 
-#: Hex digits of every hash a line may carry.
-DIGITS = {**{a.name: a.bits // 4 for a in ALGORITHMS}, "sha256": 64, "md5": 32}
-EXACT = ("sha256", "md5")
 _HEX = re.compile(r"^[0-9a-f]*$")
 #: Queries per request to a remote service (its limit is 10,000 a request).
 REMOTE_BATCH = 5000

@@ -217,7 +217,8 @@ def _times(links: Sequence[Mapping[str, Any]]) -> tuple[dict[str, str], str | No
 
 # --- the document ---------------------------------------------------------------------------------
 
-def _locator_key(links: Any) -> str:
+def locator_key(links: Any) -> str:
+    """A locator chain (a report's list of links) as comparable text."""
     return json.dumps(links, ensure_ascii=True, sort_keys=True)
 
 
@@ -405,7 +406,8 @@ def decode_settings(settings: Any) -> dict[str, Any]:
             "max_expanded_bytes": settings.max_expanded_bytes, "max_ratio": settings.max_ratio}
 
 
-def _tool(report: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+def tool_section(report: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+    """Tool provenance: version, build, libraries, algorithms, thresholds, decode settings."""
     from hashsvc.hashing import ALGORITHMS, EXACT_ALGORITHMS
 
     settings = report.get("settings") or {}
@@ -493,11 +495,11 @@ def build_deletion_document(scan_report: Mapping[str, Any], confirmed: Sequence[
     report type's link to an earlier report: {"report_id", "document_sha256", "key_id"}).
     InputError for a confirmed match that is not a match of this scan, or listed twice.
     """
-    known = {_locator_key(m.get("locator")): i for i, m in
+    known = {locator_key(m.get("locator")): i for i, m in
              enumerate(scan_report.get("matches") or [])}
     order: dict[int, Mapping[str, Any]] = {}
     for match in confirmed:
-        idx = known.get(_locator_key(match.get("locator")))
+        idx = known.get(locator_key(match.get("locator")))
         if idx is None:
             raise InputError(f"confirmed match {visible(match.get('path'))} is not a match of "
                              f"scan {scan_report.get('scan_id')}")
@@ -525,7 +527,7 @@ def build_deletion_document(scan_report: Mapping[str, Any], confirmed: Sequence[
                      "finished_at": scan_report.get("finished_at")},
             "items": items,
         }),
-        "tool": _tool(scan_report, context),
+        "tool": tool_section(scan_report, context),
         "files": files,
         "coverage": _coverage(scan_report, files),
     }

@@ -19,7 +19,6 @@ import base64
 import binascii
 import os
 import secrets
-import stat
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from hashsvc.errors import ConfigError, HashsvcError, InputError
-from hashsvc.secretfiles import create_secret_file
+from hashsvc.secretfiles import create_secret_file, read_secret_file
 
 #: Layout of :func:`to_bytes`; bump on any change to it.
 FORMAT_VERSION = 1
@@ -313,14 +312,8 @@ def _create_key(path: Path) -> None:
 
 def _read_key(path: Path) -> bytes:
     """Read a key file, refusing one that anybody but its owner can read or write."""
-    info = path.stat()
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"feature key {path} is not a regular file")
-    if info.st_mode & 0o077:
-        raise ConfigError(
-            f"feature key {path} has mode {stat.S_IMODE(info.st_mode):04o}: other users could "
-            f"read the key that protects the registered images' features; run chmod 600 {path}")
-    key = path.read_bytes()
+    key = read_secret_file(path, "feature key", "other users could read the key that protects "
+                                                "the registered images' features")
     if len(key) != KEY_BYTES:
         raise ConfigError(f"feature key {path} holds {len(key)} bytes, expected {KEY_BYTES}")
     return key

@@ -139,6 +139,9 @@ ALGORITHMS: tuple[Algorithm, ...] = (
     Algorithm("dhash", 64, 10, _dhash),
 )
 
+#: Hex digits of every hash a hash line or a lookup may carry, by algorithm.
+HEX_DIGITS = {**{a.name: a.bits // 4 for a in ALGORITHMS}, "sha256": 64, "md5": 32}
+
 _BY_NAME = {a.name: a for a in ALGORITHMS}
 if len(_BY_NAME) != len(ALGORITHMS):
     raise RuntimeError("duplicate algorithm names in ALGORITHMS")

@@ -331,12 +331,15 @@ class Recorder:
         """An embedded thumbnail that matches the same registered image as its own file adds
         nothing (deleting the file deletes it): only a thumbnail that matches where its file
         does not, or matches another image, is a finding of its own. In place."""
+        embedded = [i for i, ((loc, _), cands) in enumerate(zip(self.results, candidates))
+                    if cands and len(loc.links) > 1 and loc.links[-1].kind in EMBEDDED_KINDS]
+        if not embedded:  # the usual flush: nothing to compare
+            return
         found = {loc.key(): {c.image_id for c in cands}
-                 for (loc, _), cands in zip(self.results, candidates)}
-        for i, ((loc, _), cands) in enumerate(zip(self.results, candidates)):
-            if cands and len(loc.links) > 1 and loc.links[-1].kind in EMBEDDED_KINDS:
-                parent = found.get(Locator(loc.links[:-1]).key(), set())
-                candidates[i] = [c for c in cands if c.image_id not in parent]
+                 for (loc, _), cands in zip(self.results, candidates) if cands}
+        for i in embedded:
+            parent = found.get(Locator(self.results[i][0].links[:-1]).key(), set())
+            candidates[i] = [c for c in candidates[i] if c.image_id not in parent]
 
     def flush(self) -> None:
         """Match queued results and write everything queued in one transaction."""

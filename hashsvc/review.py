@@ -16,11 +16,11 @@ from sqlalchemy import select
 
 from hashsvc import audit
 from hashsvc.errors import InputError, NotFound
+from hashsvc.hashing import EXACT_ALGORITHMS
 from hashsvc.store import Store
 from hashsvc.store.models import MatchReview, ScanFile, ScanMatch
 
 DECISIONS = ("confirmed", "rejected")
-EXACT_ALGORITHMS = ("sha256", "md5")
 MAX_REASON = 2000
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 from pathlib import Path
+
+from hashsvc.errors import ConfigError
 
 
 def create_secret_file(path: Path, data: bytes) -> None:
@@ -25,3 +28,19 @@ def create_secret_file(path: Path, data: bytes) -> None:
             pass
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def read_secret_file(path: Path, what: str, risk: str) -> bytes:
+    """The bytes of a key file, refused (ConfigError) unless it is a regular file that only
+    its owner may read or write. ``what`` names the key, ``risk`` says what a looser mode
+    would allow, in the message."""
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{what} {path} is not a regular file")
+        if info.st_mode & 0o077:
+            raise ConfigError(f"{what} {path} has mode {stat.S_IMODE(info.st_mode):04o}: "
+                              f"{risk}; run chmod 600 {path}")
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: {exc.strerror or exc}") from exc

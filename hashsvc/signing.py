@@ -33,7 +33,6 @@ import hashlib
 import json
 import math
 import os
-import stat
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from hashsvc.errors import ConfigError, InputError
-from hashsvc.secretfiles import create_secret_file
+from hashsvc.secretfiles import create_secret_file, read_secret_file
 
 ALGORITHM = "Ed25519"
 #: Largest integer magnitude canonical JSON accepts (IEEE 754 doubles hold these exactly).
@@ -229,20 +228,10 @@ def load_signing_key(path: str | os.PathLike[str]) -> Any:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     key_path = Path(path)
+    pem = read_secret_file(key_path, "report signing key",
+                           "others could sign reports in this deployment's name")
     try:
-        info = key_path.stat()
-    except OSError as exc:
-        raise ConfigError(f"report signing key {key_path}: {exc.strerror or exc}") from exc
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"report signing key {key_path} is not a regular file")
-    if info.st_mode & 0o077:
-        raise ConfigError(
-            f"report signing key {key_path} has mode {stat.S_IMODE(info.st_mode):04o}: others "
-            f"could sign reports in this deployment's name; run chmod 600 {key_path}")
-    try:
-        key = _serialization().load_pem_private_key(key_path.read_bytes(), password=None)
-    except OSError as exc:
-        raise ConfigError(f"report signing key {key_path}: {exc.strerror or exc}") from exc
+        key = _serialization().load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"report signing key {key_path} is not an unencrypted PEM private "
                           f"key: {exc}") from exc

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from sqlalchemy import select
 
-from hashsvc.deletion_report import (_locator_key, _tool, deployment_trusted_keys, plain,
+from hashsvc.deletion_report import (deployment_trusted_keys, locator_key, plain, tool_section,
                                      visible)
 from hashsvc.errors import InputError
 from hashsvc.signing import document_sha256, verify_document
@@ -110,10 +110,10 @@ def build_verification_document(store: Store, original: Mapping[str, Any],
     shas = {str(line["sha256"]) for line in lines if line.get("sha256")}
     present_by_sha = _paths_by_sha256(store, str(scan_report["scan_id"]), shas)
     matches = list(scan_report.get("matches") or [])
-    match_at = {_locator_key(m.get("locator")): m for m in matches}
+    match_at = {locator_key(m.get("locator")): m for m in matches}
     entries, accounted = [], set()
     for line in lines:
-        key = _locator_key(line.get("locator"))
+        key = locator_key(line.get("locator"))
         at_same_place = match_at.get(key)
         places = list(present_by_sha.get(str(line.get("sha256")), []))
         if at_same_place is not None:
@@ -126,11 +126,11 @@ def build_verification_document(store: Store, original: Mapping[str, Any],
             "present_at": places})
     for m in matches:
         if m.get("sha256") in shas:
-            accounted.add(_locator_key(m.get("locator")))
+            accounted.add(locator_key(m.get("locator")))
     new = [plain({"path": m["path"], "locator": m["locator"], "sha256": m.get("sha256"),
                   "case": m.get("case"), "algorithm": m.get("algorithm"),
                   "distance": m.get("distance"), "distances": m.get("distances")})
-           for m in matches if _locator_key(m.get("locator")) not in accounted]
+           for m in matches if locator_key(m.get("locator")) not in accounted]
     examiner = context.get("examiner")
     if not examiner:
         raise InputError("a verification report needs the examiner's name")
@@ -149,7 +149,7 @@ def build_verification_document(store: Store, original: Mapping[str, Any],
                  "org": context.get("org") or (original.get("case") or {}).get("org")},
         "evidence": {"source": scan_report.get("source"), "label": scan_report.get("label"),
                      "items": scan_report.get("evidence") or []},
-        "tool": _tool(scan_report, context),
+        "tool": tool_section(scan_report, context),
         "files": entries,
         "new_matches": new,
         "summary": {"files": len(entries), "gone": gone, "present": len(entries) - gone,

@@ -25,7 +25,7 @@ from hashsvc.api import state
 from hashsvc.api.auth import current_principal, requires
 from hashsvc.api.errors import LineError, json_body
 from hashsvc.errors import InputError
-from hashsvc.hashing import ALGORITHMS, EXACT_ALGORITHMS, VARIANT_SLOTS
+from hashsvc.hashing import EXACT_ALGORITHMS, HEX_DIGITS, VARIANT_SLOTS
 from hashsvc.index import hex_to_codes
 from hashsvc.matching import BankMatcher
 from hashsvc.settings import Settings
@@ -33,8 +33,6 @@ from hashsvc.store import Store
 
 bp = Blueprint("lookup", __name__)
 
-#: Hex digits of each algorithm a lookup accepts.
-HEX_DIGITS = {**{a.name: a.bits // 4 for a in ALGORITHMS}, "sha256": 64, "md5": 32}
 
 #: Most matches returned for one input; a featureless picture could otherwise match thousands.
 MAX_MATCHES = 100

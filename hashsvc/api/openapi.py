@@ -13,8 +13,7 @@ from flask import Blueprint, Response, jsonify
 from hashsvc import __version__
 from hashsvc.accounts import ROLES
 from hashsvc.api.errors import BIG
-from hashsvc.api.lookup import HEX_DIGITS
-from hashsvc.hashing import ALGORITHMS, VARIANT_CODES
+from hashsvc.hashing import ALGORITHMS, HEX_DIGITS, VARIANT_CODES
 from hashsvc.verification import WIPE_FIELDS, WIPE_METHODS, WIPE_REQUIRED
 
 bp = Blueprint("openapi", __name__)

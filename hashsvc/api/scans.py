@@ -112,13 +112,34 @@ def scan_json(scan: Scan) -> dict[str, Any]:
 
     # Counted after the row was read: a finished state always comes with its final counts.
     progress = scan_progress(state().store, scan.id)
-    return {"scan_id": scan.id, "label": scan.label, "source": scan.source,
-            "state": scan.state,
+    return {**scan_row(scan),
             **{k: progress[k] for k in ("files_enumerated", "files_done", "images_hashed",
-                                        "candidates", "errors")},
-            "created_at": audit.utc_text(scan.created_at),
+                                        "candidates", "errors")}}
+
+
+def scan_row(scan: Scan) -> dict[str, Any]:
+    """A scan's identity, state and times, as its row holds them."""
+    return {"scan_id": scan.id, "label": scan.label, "source": scan.source,
+            "state": scan.state, "created_at": audit.utc_text(scan.created_at),
             "started_at": audit.utc_text(scan.started_at),
             "finished_at": audit.utc_text(scan.finished_at), "error": scan.error}
+
+
+def report_context() -> dict[str, Any]:
+    """Who a signed report names: the caller's org and the ``?examiner=`` (required), with
+    the optional ``?exhibit=``, ``?court=`` and ``?order_ref=``."""
+    examiner = request.args.get("examiner", "").strip()
+    if not examiner or len(examiner) > 200:
+        raise InputError("examiner (the name the report gives) is required, at most 200 "
+                         "characters")
+    context: dict[str, Any] = {"org": current_principal().org_name, "examiner": examiner}
+    for name in ("exhibit", "court", "order_ref"):
+        value = request.args.get(name)
+        if value is not None:
+            if len(value) > 500 or "\0" in value:
+                raise InputError(f"{name} must be text of at most 500 characters")
+            context[name] = value
+    return context
 
 
 @bp.post("/scans")
@@ -166,10 +187,7 @@ def create_scan() -> Any:
 def list_scans() -> Any:
     """The caller's org's scans, newest first, a page at a time."""
     rows = own_page(Scan, Scan.created_at.desc(), Scan.id)
-    return jsonify({"scans": [{
-        "scan_id": s.id, "label": s.label, "source": s.source, "state": s.state,
-        "created_at": audit.utc_text(s.created_at), "started_at": audit.utc_text(s.started_at),
-        "finished_at": audit.utc_text(s.finished_at), "error": s.error} for s in rows]})
+    return jsonify({"scans": [scan_row(s) for s in rows]})
 
 
 @bp.get("/scans/<scan_id>")
@@ -230,17 +248,7 @@ def report(scan_id: str) -> Any:
         return jsonify(build_report(state().store, scan_id))
     if fmt not in REPORT_TYPES:
         raise InputError(f"format must be one of {', '.join(REPORT_TYPES)}")
-    examiner = request.args.get("examiner", "").strip()
-    if not examiner or len(examiner) > 200:
-        raise InputError("examiner (the name the report gives) is required, at most 200 "
-                         "characters")
-    context: dict[str, Any] = {"org": current_principal().org_name, "examiner": examiner}
-    for name in ("exhibit", "court", "order_ref"):
-        value = request.args.get(name)
-        if value is not None:
-            if len(value) > 500 or "\0" in value:
-                raise InputError(f"{name} must be text of at most 500 characters")
-            context[name] = value
+    context = report_context()
     envelope = deletion_envelope_for_scan(state().store, state().settings, scan.id, context,
                                           confirmed_matches)
     g.audit.details.update({"format": fmt, "files": len(envelope["document"]["files"]),
@@ -259,13 +267,8 @@ def verification(scan_id: str) -> Any:
     original = (scan.settings or {}).get("verify_against")
     if original is None:
         raise Conflict(f"scan {scan_id} was not started with verify_against")
-    examiner = request.args.get("examiner", "").strip()
-    if not examiner or len(examiner) > 200:
-        raise InputError("examiner (the name the report gives) is required, at most 200 "
-                         "characters")
     envelope = verification_envelope(state().store, state().settings, original, scan.id,
-                                     {"examiner": examiner,
-                                      "org": current_principal().org_name})
+                                     report_context())
     g.audit.details.update({k: envelope["document"]["summary"][k]
                             for k in ("files", "gone", "present", "new_matches")})
     return jsonify(envelope)
