@@ -62,6 +62,8 @@ have sfdisk || missing+=(fdisk)
 have ewfacquire || missing+=(ewf-tools)
 have fls || missing+=(sleuthkit)
 have pdftotext || missing+=(poppler-utils)
+# PDF reports print any file name with DejaVu Sans (hashsvc.deletion_report.find_unicode_font).
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "ensure-services: installing ${missing[*]}" >&2
   apt_install "${missing[@]}"
