@@ -161,7 +161,7 @@ def register_all(store: Store, features: bool,
         line = hs.to_json()
         if features:
             line["features"] = encode_line(extract_registered(picture.image))
-        store.register(f"case-{name}", [line])
+        store.register(f"case-{name}", [line], features_consent=features)
         out[name] = hs
     return out
 

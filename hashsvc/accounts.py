@@ -164,10 +164,24 @@ def authenticate(store: Store, key: str) -> Principal | None:
     return Principal(api_key.id, api_key.org_id, org_name, api_key.role, api_key.prefix)
 
 
+def set_bank_sync(store: Store, org: int | str, granted: bool, actor: Actor = Actor()) -> int:
+    """Grant (or take back) an org's bank sync: paging the change feed of every registered
+    hash, to match on its own machines. Returns the org id; audited."""
+    with store.sessions.begin() as session:
+        row = _org(session, org)
+        if row.bank_sync != granted:
+            row.bank_sync = granted
+            audit.append(session, action="org.bank_sync", org_id=actor.org_id,
+                          key_id=actor.key_id, target_type="org", target_id=row.id,
+                          details={"via": actor.via, "granted": granted})
+        return row.id
+
+
 def list_orgs(store: Store) -> list[dict[str, Any]]:
-    """Every org with its id, name and creation time."""
+    """Every org with its id, name, creation time and whether it may sync the bank."""
     with store.sessions() as session:
-        return [{"org_id": o.id, "name": o.name, "created_at": audit.utc_text(o.created_at)}
+        return [{"org_id": o.id, "name": o.name, "created_at": audit.utc_text(o.created_at),
+                 "bank_sync": bool(o.bank_sync)}
                 for o in session.execute(select(Org).order_by(Org.id)).scalars()]
 
 

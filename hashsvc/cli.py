@@ -193,21 +193,32 @@ def read_hash_lines(stream: TextIO) -> Iterator[tuple[int, dict[str, Any]]]:
 @click.option("--case", "case_ref", required=True, help="Case reference, e.g. RPH-2025-0042.")
 @click.option("--no-features", is_flag=True,
               help="Keep only hashes: drop any local features in the lines before storing.")
+@click.option("--features-consent/--no-features-consent", default=None,
+              help="Record whether the victim consented to keeping local features (crop-robust "
+                   "matching). Without consent only hashes are stored; withdrawing it erases "
+                   "the case's features at once. Default: leave the case's answer (a new "
+                   "case: no consent).")
 @click.argument("hashfile", type=click.File("r", encoding="utf-8"))
 @pass_ctx
-def register(ctx: Context, case_ref: str, no_features: bool, hashfile: TextIO) -> None:
-    """Add the lines of HASHFILE (as `hashsvc hash` prints them; '-' for stdin) to the bank."""
+def register(ctx: Context, case_ref: str, no_features: bool, features_consent: bool | None,
+             hashfile: TextIO) -> None:
+    """Add the lines of HASHFILE to the bank: lines as `hashsvc hash` prints them, or lines
+    with only some hashes such as {"hashes": {"pdq": HEX}} ('-' for stdin)."""
+    from hashsvc.store import normalize_line
+
     try:
         lines, skipped = [], 0
         for number, obj in read_hash_lines(hashfile):
             if "error" in obj:
                 skipped += 1
                 continue
-            if not obj.get("sha256"):
-                raise InputError(f"line {number}: no sha256")
-            lines.append(obj)
+            try:
+                lines.append(normalize_line(obj))
+            except InputError as exc:
+                raise InputError(f"line {number}: {exc}") from exc
         result = ctx.store.register(_check_case_ref(case_ref), lines,
-                                    keep_features=not no_features)
+                                    keep_features=not no_features,
+                                    features_consent=features_consent)
     except HashsvcError as exc:
         raise _fail(exc) from exc
     summary = {"case": case_ref, "images_added": result.images_added,
@@ -460,6 +471,7 @@ from hashsvc import cli_service  # noqa: E402,F401  (registers serve and admin o
 from hashsvc import cli_jobs  # noqa: E402,F401
 from hashsvc import cli_review  # noqa: E402,F401  (review, report build)
 from hashsvc import cli_lookup  # noqa: E402,F401  (lookup)
+from hashsvc import cli_sync  # noqa: E402,F401  (sync)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -40,8 +40,12 @@ def _gunicorn_app(settings: Settings, options: dict[str, Any]) -> Any:
 @click.option("--timeout", type=click.IntRange(10, 3600), default=120, show_default=True,
               help="Seconds a worker may spend on one request (the first lookup loads the "
                    "bank's indexes).")
+@click.option("--access-log", default=None, metavar="FILE",
+              help="Write one line per request to FILE ('-' for standard error): time, worker "
+                   "pid, client, request line, status, bytes, seconds. Never the "
+                   "Authorization header or bodies.")
 @pass_ctx
-def serve(ctx: Context, bind: str, workers: int, timeout: int) -> None:
+def serve(ctx: Context, bind: str, workers: int, timeout: int, access_log: str | None) -> None:
     """Serve the HTTP API with gunicorn (embedded store and in-process jobs without DB/Redis)."""
     from hashsvc.store import make_engine, migrate
 
@@ -56,8 +60,12 @@ def serve(ctx: Context, bind: str, workers: int, timeout: int) -> None:
     mode = "database " + engine.url.render_as_string(hide_password=True)
     mode += ", jobs on " + ("Redis" if settings.redis_url else "in-process threads")
     click.echo(f"hashsvc serving on {bind}: {mode}", err=True)
-    _gunicorn_app(settings, {"bind": bind, "workers": workers, "timeout": timeout,
-                             "graceful_timeout": 30, "preload_app": False}).run()
+    options: dict[str, Any] = {"bind": bind, "workers": workers, "timeout": timeout,
+                               "graceful_timeout": 30, "preload_app": False}
+    if access_log:
+        options.update(accesslog=access_log,
+                       access_log_format='%(t)s pid=%(p)s %(h)s "%(r)s" %(s)s %(B)s %(L)s')
+    _gunicorn_app(settings, options).run()
 
 
 @main.group()
@@ -96,6 +104,21 @@ def create_key(ctx: Context, org_name: str, role: str, label: str | None) -> Non
     click.echo(f"key {new.prefix} (id {new.key_id}) for {org_name}, role {role}: store it now, "
                "it cannot be shown again", err=True)
     click.echo(new.key)
+
+
+@admin.command("bank-sync")
+@click.option("--org", "org_name", required=True, help="The platform's org name.")
+@click.option("--revoke", is_flag=True, help="Take the grant back.")
+@pass_ctx
+def bank_sync(ctx: Context, org_name: str, revoke: bool) -> None:
+    """Grant a platform's org bank sync (GET /v1/bank/changes), or take it back."""
+    from hashsvc.accounts import Actor, set_bank_sync
+
+    try:
+        org_id = set_bank_sync(ctx.store, org_name, not revoke, Actor(via="cli"))
+    except HashsvcError as exc:
+        raise _fail(exc) from exc
+    click.echo(json.dumps({"org_id": org_id, "name": org_name, "bank_sync": not revoke}))
 
 
 @admin.command("verify-audit")

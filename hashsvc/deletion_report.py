@@ -566,8 +566,16 @@ def deletion_envelope_for_scan(store: Any, settings: Any, scan_id: str,
     chosen = confirmed(store, scan_id, report) if callable(confirmed) else confirmed
     ctx = {"decode_settings": decode_settings(settings),
            "wipe_records": wipe_records(store, [scan_id]), **context}
-    doc = build_deletion_document(report, list(chosen), ctx)
-    return sign_document(doc, key if key is not None else deployment_key(settings))
+    chosen = list(chosen)
+    doc = build_deletion_document(report, chosen, ctx)
+    envelope = sign_document(doc, key if key is not None else deployment_key(settings))
+    # The victims' status counts the reports that named their images (nothing else of them).
+    from hashsvc.signing import document_sha256
+    from hashsvc.victims import record_issued_report
+
+    record_issued_report(store, str(envelope["document"]["report_id"]), scan_id,
+                         document_sha256(envelope), (m.get("case") for m in chosen))
+    return envelope
 
 
 # --- verification helpers -------------------------------------------------------------------------

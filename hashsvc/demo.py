@@ -105,8 +105,10 @@ def run_demo(workdir: Path | None = None) -> int:
         path.write_bytes(encode(photo(name), "JPEG", quality=95))
         lines.append(hash_line(str(path), True, settings.max_image_pixels, with_features=True))
     (root / "hashes.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    store.register("DEMO-0001", lines)
-    print(f"registered {len(lines)} images (hashes only) under case DEMO-0001")
+    # The demo victim consented to keeping local features, so cropped copies are found too.
+    store.register("DEMO-0001", lines, features_consent=True)
+    print(f"registered {len(lines)} images (hashes and, with consent, local features) "
+          "under case DEMO-0001")
 
     dump = root / "phone-dump"
     if dump.exists():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
@@ -127,6 +128,7 @@ class BankMatcher:
         self.folder = settings.data_path / "index" if persist else None
         self.indexes: dict[str, HammingIndex] = {}
         self.cursor = 0
+        self.refreshed_at = time.monotonic()
         self._details: dict[int, dict[str, Any]] = {}
         self._load()
         self.features = self._load_features() if settings.features_stage else None
@@ -187,9 +189,18 @@ class BankMatcher:
         tmp.write_text(json.dumps({"cursor": self.cursor, "radius": self.radius}))
         os.replace(tmp, self.folder / "cursor.json")
 
+    def refresh_if_stale(self) -> int:
+        """Refresh when the last refresh is ``lookup_refresh_seconds`` old or more: every
+        matching process calls this before it matches, so a withdrawal stops matching
+        everywhere within about that long, even in the middle of a long batch."""
+        if time.monotonic() - self.refreshed_at >= self.settings.lookup_refresh_seconds:
+            return self.refresh()
+        return 0
+
     def refresh(self) -> int:
         """Apply additions and withdrawals made since the last load; returns how many."""
         applied = 0
+        self.refreshed_at = time.monotonic()
         while True:
             changes = self.store.bank_changes(self.cursor)
             if not changes:

@@ -345,6 +345,8 @@ class Recorder:
         """Match queued results and write everything queued in one transaction."""
         matches: list[dict[str, Any]] = []
         hashsets = [_as_hashset(res) for _, res in self.results]
+        if hashsets:
+            self.matcher.refresh_if_stale()  # a withdrawal stops matching mid-scan too
         candidates = self.matcher.match_many(hashsets) if hashsets else []
         self._second_stage(hashsets, candidates)
         self._drop_repeated_embedded(candidates)

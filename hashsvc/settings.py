@@ -58,6 +58,9 @@ class Settings:
     lookup_refresh_seconds: float
     api_secret: str
     rate_limit_per_minute: int
+    status_rate_limit: str
+    status_max_failures: int
+    status_lockout_seconds: int
     queue_name: str
     batch_files: int
     batch_bytes: int

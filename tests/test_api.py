@@ -57,10 +57,11 @@ def make_api(settings: Settings) -> Api:
 
 
 def api_settings(base: Settings, tmp_path: Path, **changes: Any) -> Settings:
-    """Test settings: an evidence root under tmp_path, no rate limit, fast refreshes."""
+    """Test settings: an evidence root under tmp_path, no rate limits, fast refreshes."""
     evidence = tmp_path / "evidence"
     evidence.mkdir(exist_ok=True)
     values: dict[str, Any] = {"evidence_roots": str(evidence), "rate_limit_per_minute": 0,
+                              "status_rate_limit": "",
                               "lookup_refresh_seconds": 0.2, "workers": 1}
     values.update(changes)
     return base.replace(**values)
@@ -237,7 +238,7 @@ def test_case_lifecycle(api: Api) -> None:
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda line: line.pop("sha256"), "sha256 is required"),
+    (lambda line: line.clear(), "carries no hash"),
     (lambda line: line.update(sha256="zz" * 32), "sha256"),
     (lambda line: line["hashes"].update(pdq="ab"), "pdq"),
     (lambda line: line["hashes"].update(nohash="00" * 8), "unknown hash algorithm"),

@@ -30,7 +30,7 @@ class Endpoint:
     method: str
     path: str  # "{id}" stands for the record's id
     roles: tuple[str, ...]  # () for public probes
-    record: str | None = None  # "case", "scan" or "key": a record of each side's org
+    record: str | None = None  # "case", "scan", "key" or "org": a record of each side's org
     body: Callable[[Api], Any] | None = None
     ok: int = 200
     scoped: bool = True  # another org's record is 404 (False: admins see every org's)
@@ -69,6 +69,18 @@ ENDPOINTS = (
                                "date": "2026-11-28"}),
     Endpoint("POST", "/v1/lookup", ("platform",),
              body=lambda api: {"hashes": [{"algorithm": "pdq", "value": "0" * 64}]}),
+    Endpoint("POST", "/v1/feedback", ("platform",), ok=404,
+             body=lambda api: {"match_ref": "m_" + "0" * 32, "outcome": "removed"}),
+    Endpoint("GET", "/v1/bank/changes", ("platform",)),
+    Endpoint("POST", "/v1/cases/{id}/secret", ("charity",), "case"),
+    Endpoint("POST", "/v1/cases/{id}/consent", ("charity",), "case",
+             body=lambda api: {"features": False}),
+    # A victim's endpoints take the case reference and secret, never an API key of any role.
+    Endpoint("GET", "/v1/status", (), ok=401),
+    Endpoint("POST", "/v1/status/withdraw", (), ok=401),
+    Endpoint("POST", "/v1/status/consent", (), ok=401, body=lambda api: {"features": False}),
+    Endpoint("POST", "/v1/orgs/{id}/bank-sync", ("admin",), "org", scoped=False,
+             body=lambda api: {"granted": True}),
     Endpoint("GET", "/v1/orgs", ("admin",)),
     Endpoint("POST", "/v1/orgs", ("admin",), body=lambda api: {"name": f"org {next(_names)}"},
              ok=201),
@@ -98,6 +110,8 @@ def api(request: pytest.FixtureRequest, tmp_path: Path,
         base = request.getfixturevalue("pg_settings")
         request.getfixturevalue("pg_store")
     made = make_api(api_settings(base, tmp_path))
+    for side in ("platform", "platform_b"):  # both platforms may sync the bank
+        accounts.set_bank_sync(made.store, made.orgs[side], True)
     yield made
     made.store.close()
 
@@ -105,6 +119,8 @@ def api(request: pytest.FixtureRequest, tmp_path: Path,
 def make_record(api: Api, kind: str, owner: str, endpoint: Endpoint) -> str:
     """A fresh case, scan or key belonging to the org of key name ``owner``."""
     org_id = api.orgs[owner]
+    if kind == "org":
+        return str(org_id)
     if kind == "key":
         return str(accounts.create_key(api.store, org_id, "platform").key_id)
     with api.store.sessions.begin() as session:
@@ -139,7 +155,7 @@ def route_views(api: Api) -> dict[tuple[str, str], Any]:
     views = {}
     for rule in api.app.url_map.iter_rules():
         path = rule.rule
-        for converter in ("<int:case_id>", "<scan_id>", "<int:key_id>"):
+        for converter in ("<int:case_id>", "<scan_id>", "<int:key_id>", "<int:org_id>"):
             path = path.replace(converter, "{id}")
         path = path.replace("<int:match_id>", "987654")  # a candidate no scan has
         for method in rule.methods - {"HEAD", "OPTIONS"}:

@@ -3,8 +3,10 @@ with the CLI, hashes registered, looked up and withdrawn, and (embedded) a scan 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -37,12 +39,13 @@ def hashsvc_command() -> list[str]:
 class Server:
     """A running ``hashsvc serve`` and a tiny JSON client for it."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, *extra: str) -> None:
         self.env = env
         self.base = f"http://127.0.0.1:{free_port()}"
         self.log = log.open("wb")
         self.process = subprocess.Popen(
-            hashsvc_command() + ["serve", "--bind", self.base[len("http://"):], "--workers", "2"],
+            hashsvc_command() + ["serve", "--bind", self.base[len("http://"):], "--workers", "2",
+                                 *extra],
             env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while True:
@@ -63,11 +66,12 @@ class Server:
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
-    def request(self, method: str, path: str, key: str | None = None, body: Any = None
-                ) -> tuple[int, Any]:
-        """(status, JSON body) of one request."""
+    def request(self, method: str, path: str, key: str | None = None, body: Any = None,
+                headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        """(status, JSON body) of one request (each on a new connection)."""
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base + path, data=data, method=method)
+        request = urllib.request.Request(self.base + path, data=data, method=method,
+                                         headers=headers or {})
         if data is not None:
             request.add_header("Content-Type", "application/json")
         if key is not None:
@@ -168,3 +172,69 @@ def test_end_to_end_through_gunicorn(server: Server, tmp_path: Path) -> None:
     status, gone = server.request("POST", "/v1/lookup", keys["platform"], query)
     assert gone["results"][1]["matches"] == []
     assert "intact" in server.cli("admin", "verify-audit")
+
+
+def last_pid(access_log: Path) -> int:
+    """The worker pid of the newest request in ``hashsvc serve --access-log``'s file."""
+    lines = access_log.read_text().splitlines()
+    return int(re.search(r" pid=<(\d+)> ", lines[-1]).group(1))  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("backend", ["embedded", "postgresql+redis"])
+def test_a_withdrawal_stops_matching_in_every_worker_within_2_seconds(
+        request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> None:
+    """With the default refresh interval: after the victim withdraws, lookups answered by
+    either gunicorn worker find nothing 2 s later, and the feed shows the withdrawal."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HASHSVC_")}
+    env.update(HASHSVC_DATA_DIR=str(tmp_path / "data"), HASHSVC_WORKERS="1")
+    if backend != "embedded":
+        env.update(HASHSVC_DATABASE_URL=request.getfixturevalue("pg_migrated"),
+                   HASHSVC_REDIS_URL=REDIS_URL)
+        request.getfixturevalue("pg_store")
+    access = tmp_path / "access.log"
+    server = Server(env, tmp_path / "gunicorn.log", "--access-log", str(access))
+    try:
+        keys = {}
+        for role in ("charity", "platform"):
+            server.cli("admin", "create-org", f"{role} org")
+            keys[role] = server.cli("admin", "create-key", "--org", f"{role} org",
+                                    "--role", role)
+        server.cli("admin", "bank-sync", "--org", "platform org")
+        status, case = server.request("POST", "/v1/cases", keys["charity"], {})
+        line = hash_line(41)
+        server.request("POST", f"/v1/cases/{case['case_id']}/hashes", keys["charity"], [line])
+        query = {"hashes": [{"algorithm": "pdq", "value": line["hashes"]["pdq"]},
+                            {"algorithm": "sha256", "value": line["sha256"]}]}
+
+        def lookups_until_both_workers_answer(expect_match: bool) -> set[int]:
+            pids: set[int] = set()
+            for _ in range(200):
+                status, found = server.request("POST", "/v1/lookup", keys["platform"], query)
+                assert status == 200
+                pid = last_pid(access)
+                matched = [bool(r["matches"]) for r in found["results"]]
+                if expect_match and matched != [True, True]:
+                    continue  # this worker has not refreshed since the registration yet
+                assert matched == [expect_match] * 2, (pid, found)
+                pids.add(pid)
+                if len(pids) == 2:
+                    return pids
+            raise AssertionError(f"only workers {pids} answered")
+
+        before = lookups_until_both_workers_answer(True)
+        basic = base64.b64encode(f"{case['case_ref']}:{case['secret']}".encode()).decode()
+        status, withdrawn = server.request("POST", "/v1/status/withdraw",
+                                           headers={"Authorization": f"Basic {basic}"})
+        assert status == 200 and withdrawn["state"] == "withdrawn"
+        time.sleep(2.0)
+        after = lookups_until_both_workers_answer(False)  # every answer, from both workers
+        assert after == before
+
+        status, feed = server.request("GET", "/v1/bank/changes?cursor=0", keys["platform"])
+        assert status == 200
+        ops = [c["op"] for c in feed["changes"]]
+        assert ops.count("withdraw") == len(set(c["entry"] for c in feed["changes"]))
+        assert "add" not in ops  # the additions' values are erased: only withdrawals remain
+        assert "intact" in server.cli("admin", "verify-audit")
+    finally:
+        server.stop()

@@ -87,3 +87,35 @@ def test_lookup_against_a_service(tmp_path: Path, cli_env: dict[str, str],
     refused = hashsvc(["lookup", "-", "--url", url, "--key", keys["charity"]], cli_env,
                       stdin=copy)
     assert refused.returncode == 1 and "403" in refused.stderr
+
+
+def test_register_accepts_lines_with_only_some_hashes(tmp_path: Path,
+                                                     cli_env: dict[str, str]) -> None:
+    """A platform's or an older tool's lines: a PDQ alone, exact hashes alone (inside or beside
+    "hashes"). Registering them again adds nothing; each is found by what it carries."""
+    full = json.loads(lines_of(tmp_path, cli_env, {
+        "a.jpg": encode(photo("astronaut"), "JPEG")})[0])
+    other = json.loads(lines_of(tmp_path, cli_env, {"b.jpg": encode(photo("coffee"), "JPEG")})[0])
+    partial = [{"hashes": {"pdq": full["hashes"]["pdq"]}},
+               {"hashes": {"sha256": other["sha256"], "md5": other["md5"]}},
+               {"md5": "0" * 32}]
+    stdin = "\n".join(json.dumps(p) for p in partial)
+    first = hashsvc(["register", "--case", "CASE-P", "-"], cli_env, stdin=stdin)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["images_added"] == 3
+    again = hashsvc(["register", "--case", "CASE-P", "-"], cli_env, stdin=stdin)
+    assert json.loads(again.stdout)["images_added"] == 0
+    assert json.loads(again.stdout)["images_already_registered"] == 3
+
+    found = hashsvc(["lookup", "-"], cli_env, stdin="\n".join(
+        [json.dumps(full), json.dumps(other), json.dumps({"hashes": {"md5": "0" * 32}})]))
+    out = [json.loads(line) for line in found.stdout.splitlines()]
+    assert [(m["case"], m["algorithm"]) for m in out[0]["matches"]] == [("CASE-P", "pdq")]
+    assert {m["algorithm"] for m in out[1]["matches"]} <= {"sha256", "md5"}
+    assert [m["case"] for m in out[1]["matches"]] == ["CASE-P"]
+    assert [m["algorithm"] for m in out[2]["matches"]] == ["md5"]
+
+    # A line with no hash at all, or a malformed one, is refused with its line number.
+    bad = hashsvc(["register", "--case", "CASE-P", "-"], cli_env,
+                  stdin=json.dumps(partial[0]) + "\n" + json.dumps({"file": "x.jpg"}))
+    assert bad.returncode != 0 and "line 2" in bad.stderr and "no hash" in bad.stderr

@@ -153,3 +153,28 @@ def test_saved_indexes_are_reused_and_caught_up(store: Store, settings: Settings
     third = BankMatcher(store, settings)
     assert [c.case for c in third.match_many([coffee])[0]] == ["CASE-2"]
     assert len(third.indexes["pdq"]) == store.count_hashes("pdq") == 16
+
+
+def test_a_withdrawal_during_a_scan_stops_matching_at_the_next_flush(store: Store,
+                                                                      settings: Settings) -> None:
+    """A worker's long batch refreshes the bank before each flush it matches, so a withdrawal
+    made mid-batch stops matching within lookup_refresh_seconds, not at the next batch."""
+    from hashsvc.locators import Link, Locator
+    from hashsvc.pipeline import Recorder
+
+    register(store, "CASE-W", "astronaut")
+    data = encode(photo("astronaut"), "JPEG", quality=95)
+    quick = settings.replace(lookup_refresh_seconds=0.0)
+    matcher = BankMatcher(store, quick, persist=False)
+    scan_id = store.create_scan("/evidence", None, {})
+    recorder = Recorder(store, scan_id, matcher)
+
+    def scanned(name: str) -> None:
+        recorder.result(Locator((Link("fs", name),)),
+                        FileResult(name, "hashed", hashset=hash_bytes(data), size=len(data)))
+        recorder.flush()
+
+    scanned("before.jpg")
+    store.withdraw_case("CASE-W")
+    scanned("after.jpg")  # the same picture, a moment after the withdrawal
+    assert [f.path for _, f in store.scan_matches(scan_id)] == ["before.jpg"]

@@ -201,6 +201,11 @@ def test_review_through_the_api(api: Api, tmp_path: Path) -> None:
     assert html.mimetype == "text/html" and b"first.jpg" in html.data
     plain = api.call("GET", path, "forensic").json
     assert plain["scan_id"] == scan_id and "matches" in plain
+    # The victim's status counts the exhibit's deletion report, once however often issued.
+    from hashsvc.victims import status as victim_status
+
+    assert victim_status(api.store, case["case_id"])["deletion_reports"] == 1
+    assert victim_status(api.store, new_case(api)["case_id"])["deletion_reports"] == 0
 
 
 def test_verification_rescan_after_a_wipe(tmp_path: Path, cli_env: dict[str, str]) -> None:

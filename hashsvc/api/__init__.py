@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
 
@@ -17,7 +17,6 @@ from hashsvc.settings import Settings, load_settings
 from hashsvc.store import Store
 
 if TYPE_CHECKING:
-    from hashsvc.api.auth import RateLimiter
     from hashsvc.api.lookup import LookupIndex
 
 #: Version prefix of every route.
@@ -30,7 +29,7 @@ class ApiState:
 
     settings: Settings
     store: Store
-    limiter: "RateLimiter"
+    limiter: Any = None  # flask-limiter's Limiter, made with the app
     lookup_index: "LookupIndex | None" = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -42,18 +41,23 @@ def state() -> ApiState:
 
 def create_app(settings: Settings | None = None) -> Flask:
     """A configured API app on the store that ``settings`` (default: the environment) names."""
-    from hashsvc.api import admin, cases, health, lookup, openapi, scans
-    from hashsvc.api.auth import RateLimiter, record_audit
+    from hashsvc.api import admin, cases, health, lookup, openapi, scans, victims
+    from hashsvc.api.auth import address_key, make_limiter, record_audit
     from hashsvc.api.errors import register_error_handlers
 
     settings = settings if settings is not None else load_settings()
     app = Flask("hashsvc", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["hashsvc"] = ApiState(settings, Store.open(settings), RateLimiter(settings))
+    shared = app.extensions["hashsvc"] = ApiState(settings, Store.open(settings))
     register_error_handlers(app)
     app.after_request(record_audit)
-    for module in (health, cases, scans, lookup, admin, openapi):
+    shared.limiter = make_limiter(app, settings)
+    # Health checks are never limited; the victims' endpoints (no key) are limited per address.
+    shared.limiter.exempt(health.bp)
+    if settings.status_rate_limit:
+        shared.limiter.limit(settings.status_rate_limit, key_func=address_key)(victims.bp)
+    for module in (health, cases, scans, lookup, admin, openapi, victims):
         app.register_blueprint(module.bp, url_prefix=PREFIX)
     return app
 

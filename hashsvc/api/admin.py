@@ -47,6 +47,19 @@ def create_org() -> Any:
     return jsonify({"org_id": org_id, "name": name.strip()}), 201
 
 
+@bp.post("/orgs/<int:org_id>/bank-sync")
+@requires("admin", action="orgs.bank_sync", target="org")
+def bank_sync(org_id: int) -> Any:
+    """``{"granted": true|false}``: let the org's platform keys page the bank's change feed."""
+    granted = json_body(dict).get("granted")
+    if not isinstance(granted, bool):
+        raise InputError("granted must be true or false")
+    if org_id >= 2 ** 62:
+        raise NotFound(f"no org {org_id}")
+    accounts.set_bank_sync(state().store, org_id, granted, _actor())
+    return jsonify({"org_id": org_id, "bank_sync": granted})
+
+
 @bp.get("/api-keys")
 @requires("admin", action="keys.list")
 def list_keys() -> Any:

@@ -1,4 +1,5 @@
-"""Bearer-key authentication, role checks, per-key rate limits and the audit trail of requests.
+"""Bearer-key authentication, role checks, per-key rate limits (flask-limiter) and the audit
+trail of requests.
 
 ``@requires(role, ..., action="case.read", target="case")`` on a view authenticates the caller,
 admits only the named roles and, when ``action`` is given, makes the request leave one audit
@@ -8,14 +9,12 @@ entry whatever its outcome: "ok", "denied" (401, 403, 429, another org's record)
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any, Callable, TypeVar, cast
 
 from flask import Response, g, request
-from werkzeug.exceptions import Forbidden, TooManyRequests, Unauthorized
+from werkzeug.exceptions import Forbidden, Unauthorized
 
 from hashsvc import audit
 from hashsvc.accounts import ROLES, Principal, authenticate, split_key
@@ -36,47 +35,53 @@ class PendingAudit:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-class RateLimiter:
-    """Requests per minute per key: a shared counter in Redis when configured, else in memory.
+def client_address() -> str:
+    """The caller's address as the server saw it (behind a proxy: the proxy's, unless the
+    deployment wraps the app in werkzeug's ProxyFix)."""
+    return request.remote_addr or "unknown"
 
-    The in-memory counter is per process, so N gunicorn workers allow up to N times the limit.
-    """
 
-    def __init__(self, settings: Settings) -> None:
-        self.per_minute = settings.rate_limit_per_minute
-        self.redis_url = settings.redis_url
-        self._redis: Any = None
-        self._counts: dict[tuple[str, int], int] = {}
-        self._lock = threading.Lock()
+def rate_key() -> str:
+    """Whom a request counts against: its API key when the key is valid, else its address
+    (so that guessing keys is limited per address, and cannot spend a real key's quota)."""
+    principal = _known_principal()
+    return f"key:{principal.prefix}" if principal else f"addr:{client_address()}"
 
-    def allow(self, prefix: str) -> bool:
-        """Count one request of the key with this prefix; False once this minute's quota is spent.
 
-        Keys are counted by their random public prefix, never reused, rather than by row id.
-        """
-        if self.per_minute <= 0:
-            return True
-        window = int(time.time() // 60)
-        if self.redis_url:
-            return self._redis_count(prefix, window) <= self.per_minute
-        with self._lock:
-            for stale in [k for k in self._counts if k[1] != window]:
-                del self._counts[stale]
-            count = self._counts[(prefix, window)] = self._counts.get((prefix, window), 0) + 1
-        return count <= self.per_minute
+def address_key() -> str:
+    """Requests counted per client address (the victims' status endpoints)."""
+    return f"addr:{client_address()}"
 
-    def _redis_count(self, prefix: str, window: int) -> int:
-        """Increment and read this minute's shared counter for the key."""
-        if self._redis is None:
-            import redis
 
-            self._redis = redis.Redis.from_url(self.redis_url, socket_timeout=2,
-                                               socket_connect_timeout=2)
-        name = f"hashsvc:rate:{prefix}:{window}"
-        pipe = self._redis.pipeline()
-        pipe.incr(name)
-        pipe.expire(name, 120)
-        return int(pipe.execute()[0])
+def _audit_breach(limit: Any) -> None:
+    """flask-limiter's callback on a 429: leave an audit entry naming the caller and limit."""
+    principal = _known_principal()
+    audit.record(state().store, action="rate_limit",
+                 org_id=principal.org_id if principal else None,
+                 key_id=principal.key_id if principal else None,
+                 target_type=None, target_id=None,
+                 details={"status": 429, "outcome": "denied", "method": request.method,
+                          "path": request.path[:200], "limit": str(limit.limit),
+                          "counted_as": "key" if principal else "address"})
+
+
+def make_limiter(app: Any, settings: Settings) -> Any:
+    """flask-limiter on ``app``: ``rate_limit_per_minute`` per API key (per address for
+    requests without a valid key), counted in Redis when ``redis_url`` is set so that every
+    API process shares the counts, else in this process. A 429 carries Retry-After and is
+    audited. If Redis fails the limits fall back to per-process counts rather than failing
+    requests."""
+    from flask_limiter import Limiter
+
+    per_key = ([f"{settings.rate_limit_per_minute}/minute"]
+               if settings.rate_limit_per_minute > 0 else [])
+    redis = bool(settings.redis_url)
+    return Limiter(
+        key_func=rate_key, app=app, default_limits=per_key,
+        storage_uri=settings.redis_url if redis else "memory://",
+        storage_options={"socket_timeout": 2, "socket_connect_timeout": 2} if redis else {},
+        strategy="fixed-window", headers_enabled=True, swallow_errors=True,
+        in_memory_fallback_enabled=redis, on_breach=_audit_breach, key_prefix="hashsvc")
 
 
 def bearer_key() -> str | None:
@@ -92,12 +97,21 @@ def current_principal() -> Principal:
     return cast(Principal, g.principal)
 
 
+def _known_principal() -> Principal | None:
+    """The principal of the request's key, looked up once per request (None if no valid key)."""
+    if "key_checked" not in g:
+        key = bearer_key()
+        g.key_checked = True
+        g.key_principal = authenticate(state().store, key) if key is not None else None
+    return cast("Principal | None", g.key_principal)
+
+
 def _authenticate() -> Principal:
     """The caller, or 401."""
     key = bearer_key()
     if key is None:
         raise Unauthorized("send an API key as 'Authorization: Bearer KEY'")
-    principal = authenticate(state().store, key)
+    principal = _known_principal()
     if principal is None:
         parts = split_key(key)
         if parts is not None and "audit" in g:
@@ -126,8 +140,6 @@ def requires(*roles: str, action: str | None = None, target: str | None = None
                 g.audit = PendingAudit(action, target, None if first is None else str(first))
             principal = _authenticate()
             g.principal = principal
-            if not state().limiter.allow(principal.prefix):
-                raise TooManyRequests("rate limit reached for this key; retry next minute")
             if principal.role not in roles:
                 raise Forbidden(f"a {principal.role} key cannot do this")
             return view(**kwargs)

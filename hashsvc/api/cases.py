@@ -12,13 +12,13 @@ from flask import Blueprint, g, jsonify
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from hashsvc import audit
+from hashsvc import audit, victims
 from hashsvc.api import state
 from hashsvc.api.auth import current_principal, not_found_for_other_org, own_page, requires
 from hashsvc.api.errors import Conflict, LineError, json_body
 from hashsvc.errors import InputError, NotFound
 from hashsvc.hashing import HASH_FORMAT
-from hashsvc.store import frame_lines, hash_rows
+from hashsvc.store import frame_lines, hash_rows, normalize_line
 from hashsvc.store.models import BankHash, Case, RegisteredImage, utcnow
 
 bp = Blueprint("cases", __name__)
@@ -59,10 +59,9 @@ def validate_line(line: Any) -> dict[str, Any]:
             raise InputError(f"{name} must be a non-negative integer")
     if line.get("hash_format", HASH_FORMAT) != HASH_FORMAT:
         raise InputError(f"hash_format {line['hash_format']} is not {HASH_FORMAT}")
-    if not isinstance(line.get("sha256"), str):
-        raise InputError("sha256 is required")
-    if line.get("md5") is not None and not isinstance(line["md5"], str):
-        raise InputError("md5 must be a string")
+    for name in ("sha256", "md5"):
+        if line.get(name) is not None and not isinstance(line[name], str):
+            raise InputError(f"{name} must be a hex string")
     if line.get("format") is not None and (not isinstance(line["format"], str)
                                            or len(line["format"]) > 16
                                            or not line["format"].isprintable()):
@@ -77,6 +76,7 @@ def validate_line(line: Any) -> dict[str, Any]:
         for variant, value in _str_map(variants, f"variants.{alg}").items():
             if not isinstance(value, str):
                 raise InputError(f"variants.{alg}.{variant} must be a hex string")
+    line = normalize_line(line)  # sha256/md5 may come inside hashes; at least one hash
     hash_rows(line)  # hex lengths, algorithm and variant names
     frame_lines(line)  # a video's frames, each checked like a picture's hashes
     return line
@@ -109,26 +109,64 @@ def case_json(case: Case) -> dict[str, Any]:
             "state": "withdrawn" if case.withdrawn_at else "active",
             "created_at": audit.utc_text(case.created_at),
             "withdrawn_at": audit.utc_text(case.withdrawn_at),
+            "features_consent": bool(case.features_consent),
+            "victim_secret": case.secret_hash is not None,
             "images": images, "hashes": hashes}
 
 
 @bp.post("/cases")
 @requires("charity", action="case.create", target="case")
 def create_case() -> Any:
-    """Open a case under the caller's org; the reference is made here unless one is given."""
+    """Open a case under the caller's org; the reference is made here unless one is given.
+
+    The answer holds the victim's secret, the only copy there will be: with the reference it
+    opens ``GET /v1/status`` and withdrawal. ``features_consent`` (default false) records
+    whether the victim agreed to keeping local features; without it only hashes are stored.
+    """
     body = json_body(dict, required=False)
     ref = check_case_ref(body["case_ref"]) if body.get("case_ref") is not None else (
         f"case-{secrets.token_hex(8)}")
+    consent = body.get("features_consent", False)
+    if not isinstance(consent, bool):
+        raise InputError("features_consent must be true or false")
     try:
         with state().store.sessions.begin() as session:
-            case = Case(ref=ref, org_id=current_principal().org_id, created_at=utcnow())
+            case = Case(ref=ref, org_id=current_principal().org_id, created_at=utcnow(),
+                        features_consent=consent)
             session.add(case)
             session.flush()
             case_id = case.id
     except IntegrityError as exc:
         raise Conflict(f"case reference {ref} is taken") from exc
+    secret = victims.set_secret(state().store, case_id)
     g.audit.target_id = str(case_id)
-    return jsonify({"case_id": case_id, "case_ref": ref}), 201
+    g.audit.details["features_consent"] = consent
+    return jsonify({"case_id": case_id, "case_ref": ref, "secret": secret,
+                    "features_consent": consent}), 201
+
+
+@bp.post("/cases/<int:case_id>/secret")
+@requires("charity", action="case.secret", target="case")
+def replace_secret(case_id: int) -> Any:
+    """Give the victim a new secret (a lost one, or one that leaked): the old one stops
+    working and any lockout ends. The answer holds the only copy."""
+    case = _own_case(case_id)
+    return jsonify({"case_id": case.id, "case_ref": case.ref,
+                    "secret": victims.set_secret(state().store, case.id)})
+
+
+@bp.post("/cases/<int:case_id>/consent")
+@requires("charity", action="case.consent", target="case")
+def set_consent(case_id: int) -> Any:
+    """Record the victim's answer on local features: ``{"features": false}`` erases the
+    case's features at once; ``true`` keeps those registered from now on."""
+    case = _own_case(case_id)
+    features = json_body(dict).get("features")
+    if not isinstance(features, bool):
+        raise InputError("features must be true or false")
+    erased = victims.set_consent(state().store, case.id, features)
+    g.audit.details.update({"features_consent": features, "features_erased": erased})
+    return jsonify({**case_json(_own_case(case_id)), "features_erased": erased})
 
 
 @bp.get("/cases")

@@ -1,41 +1,40 @@
-"""Platforms' endpoint: look hashes of uploads up in the bank.
+"""Platforms' endpoints: look hashes of uploads up in the bank, sync the bank, report takedowns.
 
-Each answer names the algorithm, the distance and an opaque match reference: an HMAC of the
-caller's org id and the registered image id under a server secret. The same image gives one
-platform the same reference every time (so it can group its takedowns), gives two platforms
-unrelated references, and says nothing of the case or the victim.
+Each lookup answer names the algorithm, the distance and an opaque match reference (see
+:mod:`hashsvc.bank_sync`): the same image gives one platform the same reference every time (so
+it can group its takedowns), gives two platforms unrelated references, and says nothing of the
+case or the victim. ``POST /v1/feedback`` takes a reference back with what the platform did,
+which the victim's status shows. ``GET /v1/bank/changes`` pages the bank's additions and
+withdrawals to platforms granted bank sync, for matching on their own machines.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import secrets
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from flask import Blueprint, g, jsonify
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import Forbidden, RequestEntityTooLarge
 
 from hashsvc.api import state
 from hashsvc.api.auth import current_principal, requires
-from hashsvc.api.errors import LineError, json_body
-from hashsvc.errors import InputError
-from hashsvc.hashing import EXACT_ALGORITHMS, HEX_DIGITS, VARIANT_SLOTS
+from hashsvc.api.errors import BIG, LineError, int_arg, json_body
+from hashsvc.bank_sync import MAX_FEED_PAGE, MAX_MATCHES, RefCipher, check_query, feed_page
+from hashsvc.errors import InputError, NotFound
+from hashsvc.hashing import EXACT_ALGORITHMS, VARIANT_SLOTS
 from hashsvc.index import hex_to_codes
 from hashsvc.matching import BankMatcher
 from hashsvc.settings import Settings
 from hashsvc.store import Store
+from hashsvc.victims import OUTCOMES, record_feedback, record_platform_matches
 
 bp = Blueprint("lookup", __name__)
 
 
-#: Most matches returned for one input; a featureless picture could otherwise match thousands.
-MAX_MATCHES = 100
 
 
 @dataclass(frozen=True)
@@ -64,8 +63,9 @@ class LookupIndex:
         self.store = store
         self.settings = settings
         self.matcher = BankMatcher(store, settings)
-        self.secret = match_secret(settings)
-        self.refreshed = time.monotonic()
+        self.refs = RefCipher(match_secret(settings))
+        # (org, image) pairs this process has recorded as platform matches already.
+        self.recorded: set[tuple[int, int]] = set()
         # HammingIndex is not safe to search while the change feed is applied to it.
         self.lock = threading.Lock()
 
@@ -73,9 +73,7 @@ class LookupIndex:
         """The hits of each query, nearest first."""
         out: list[list[Hit]] = [[] for _ in queries]
         with self.lock:
-            if time.monotonic() - self.refreshed >= self.settings.lookup_refresh_seconds:
-                self.matcher.refresh()
-                self.refreshed = time.monotonic()
+            self.matcher.refresh_if_stale()
             for name in self.matcher.indexes:
                 self._perceptual(name, queries, out)
         for name in EXACT_ALGORITHMS:
@@ -103,6 +101,14 @@ class LookupIndex:
                                       np.asarray(dists).tolist()):
                 best.setdefault(parent[int(image_id)], int(dist))
             out[i] = [Hit(image, name, dist) for image, dist in best.items()]
+
+    def record_matches(self, org_id: int, image_ids: set[int]) -> None:
+        """Note, once per platform and image, that a lookup matched it (the victim's status
+        counts these)."""
+        new = {i for i in image_ids if (org_id, i) not in self.recorded}
+        if new:
+            record_platform_matches(self.store, org_id, new)
+            self.recorded.update((org_id, i) for i in new)
 
     def _exact(self, name: str, queries: list[Query], out: list[list[Hit]]) -> None:
         """Look exact hashes up in the store directly (always current, no index)."""
@@ -143,12 +149,6 @@ def match_secret(settings: Settings) -> bytes:
     return path.read_text().strip().encode("utf-8")
 
 
-def match_ref(secret: bytes, org_id: int, image_id: int) -> str:
-    """The opaque reference of a registered image for one org."""
-    digest = hmac.new(secret, f"{org_id}:{image_id}".encode(), hashlib.sha256).hexdigest()
-    return f"m_{digest[:32]}"
-
-
 def parse_queries(body: Any, limit: int) -> list[Query]:
     """The ``hashes`` of a lookup request, each checked; 400 naming the bad one, 413 if too many."""
     if not isinstance(body, dict) or not isinstance(body.get("hashes"), list):
@@ -158,19 +158,10 @@ def parse_queries(body: Any, limit: int) -> list[Query]:
         raise RequestEntityTooLarge(f"at most {limit} hashes per lookup")
     queries = []
     for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise LineError(index, "expected an object with algorithm and value")
-        algorithm, value, quality = item.get("algorithm"), item.get("value"), item.get("quality")
-        if algorithm not in HEX_DIGITS:
-            raise LineError(index, f"algorithm must be one of {', '.join(HEX_DIGITS)}")
-        digits = HEX_DIGITS[algorithm]
-        if (not isinstance(value, str) or len(value) != digits
-                or any(c not in "0123456789abcdefABCDEF" for c in value)):
-            raise LineError(index, f"{algorithm} value must be {digits} hex digits")
-        if quality is not None and (not isinstance(quality, int) or isinstance(quality, bool)
-                                    or not 0 <= quality <= 100):
-            raise LineError(index, "quality must be an integer from 0 to 100")
-        queries.append(Query(algorithm, value.lower(), quality))
+        try:
+            queries.append(Query(*check_query(item)))
+        except InputError as exc:
+            raise LineError(index, str(exc)) from exc
     return queries
 
 
@@ -182,15 +173,67 @@ def lookup() -> Any:
     queries = parse_queries(json_body(dict), settings.lookup_max_hashes)
     index = lookup_index()
     hits = index.search(queries) if queries else []
-    secret = index.secret
     org_id = current_principal().org_id
     results = []
+    matched: set[int] = set()
     for query, found in zip(queries, hits):
-        found.sort(key=lambda h: (h.distance, h.image_id))
-        results.append({"algorithm": query.algorithm, "truncated": len(found) > MAX_MATCHES,
-                        "matches": [{"match_ref": match_ref(secret, org_id, h.image_id),
-                                     "algorithm": h.algorithm, "distance": h.distance}
-                                    for h in found[:MAX_MATCHES]]})
+        # Ordered by distance, then reference: what a platform's synced copy can reproduce.
+        refs = sorted(((h.distance, index.refs.match_ref(org_id, h.image_id), h)
+                       for h in found), key=lambda t: (t[0], t[1]))
+        kept = refs[:MAX_MATCHES]
+        matched.update(h.image_id for _, _, h in kept)
+        results.append({"algorithm": query.algorithm, "truncated": len(refs) > MAX_MATCHES,
+                        "matches": [{"match_ref": ref, "algorithm": h.algorithm,
+                                     "distance": h.distance} for _, ref, h in kept]})
+    index.record_matches(org_id, matched)
     g.audit.details.update({"hashes": len(queries),
                             "matched": sum(1 for r in results if r["matches"])})
     return jsonify({"results": results})
+
+
+@bp.post("/feedback")
+@requires("platform", action="feedback", target="match")
+def feedback() -> Any:
+    """``{"match_ref", "outcome": "removed" | "not_found" | "appealed"}``: what the platform
+    did about a match it was given (by lookup, or by matching its synced copy). The victim's
+    status counts it. A reference made for another platform answers as an unknown one."""
+    body = json_body(dict)
+    ref, outcome = body.get("match_ref"), body.get("outcome")
+    if outcome not in OUTCOMES:
+        raise InputError(f"outcome must be one of {', '.join(OUTCOMES)}")
+    principal = current_principal()
+    image_id = lookup_index().refs.image_of(principal.org_id, ref)
+    g.audit.target_id = ref[:64] if isinstance(ref, str) else None
+    if image_id is None:
+        raise NotFound("no such match reference")
+    record_feedback(state().store, principal.org_id, principal.key_id, image_id, outcome)
+    g.audit.details["outcome"] = outcome
+    return jsonify({"match_ref": ref, "outcome": outcome, "recorded": True}), 201
+
+
+@bp.get("/bank/changes")
+@requires("platform", action="bank.sync", target="bank")
+def bank_changes() -> Any:
+    """A page of the bank's additions and withdrawals after ``?cursor=`` (oldest first, at most
+    ``?limit=``), for platforms granted bank sync; ``cursor`` in the answer is where the next
+    page starts and ``more`` says whether to ask at once. ``matching`` gives the thresholds the
+    lookup API applies, so that a synced copy answers as it does."""
+    principal = current_principal()
+    if not org_has_bank_sync(state().store, principal.org_id):
+        raise Forbidden("this platform is not granted bank sync; ask the operator")
+    cursor = int_arg("cursor", 0, 0, BIG)
+    limit = int_arg("limit", MAX_FEED_PAGE, 1, MAX_FEED_PAGE)
+    page = feed_page(state().store, lookup_index().refs, principal.org_id, cursor, limit,
+                     state().settings)
+    g.audit.details.update({"cursor": cursor, "changes": len(page["changes"]),
+                            "next_cursor": page["cursor"]})
+    return jsonify(page)
+
+
+def org_has_bank_sync(store: Store, org_id: int) -> bool:
+    """Whether the operator granted this org bank sync."""
+    from hashsvc.store.models import Org
+
+    with store.sessions() as session:
+        org = session.get(Org, org_id)
+    return bool(org is not None and org.bank_sync)

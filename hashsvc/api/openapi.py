@@ -128,7 +128,27 @@ MATCH = obj({
 CASE: dict[str, Schema] = {
     "case_id": INT, "case_ref": STR, "state": {"type": "string", "enum": ["active", "withdrawn"]},
     "created_at": TIME, "withdrawn_at": nullable(TIME), "images": INT, "hashes": INT,
+    "features_consent": {**BOOL, "description": "the victim consented to keeping local "
+                         "features; without it only hashes are stored"},
+    "victim_secret": {**BOOL, "description": "the case has a victim secret"},
 }
+
+OUTCOME = {"type": "string", "enum": ["removed", "not_found", "appealed"]}
+MATCH_REF = {"type": "string", "pattern": "^m_[0-9a-f]{32}$"}
+OUTCOME_COUNTS = obj({o: INT for o in OUTCOME["enum"]})
+STATUS: dict[str, Schema] = {
+    "case_ref": STR, "state": {"type": "string", "enum": ["active", "withdrawn"]},
+    "created_at": TIME, "withdrawn_at": nullable(TIME), "features_consent": BOOL,
+    "images": INT, "active_hashes": INT,
+    "platform_matches": {**INT, "description": "registered images platforms found"},
+    "takedowns": OUTCOME_COUNTS,
+    "platforms": {"type": "array", "items": obj({"platform": STR, "matches": INT,
+                                                "outcomes": OUTCOME_COUNTS})},
+    "deletion_reports": {**INT, "description": "exhibits (scans) for which a signed deletion "
+                         "report named the case's images (a count only)"},
+}
+VICTIM_BODY = {"case_ref": {"type": "string", "maxLength": 64},
+               "secret": {"type": "string", "maxLength": 200}}
 
 SCHEMAS: dict[str, Schema] = {
     "Error": obj({"error": STR, "message": STR},
@@ -136,9 +156,33 @@ SCHEMAS: dict[str, Schema] = {
     "Health": obj({"status": {"type": "string", "enum": ["ok"]}}),
     "Ready": obj({"status": {"type": "string", "enum": ["ready"]}, "database": STR,
                   "redis": STR}),
-    "CaseCreate": obj({}, {"case_ref": {"type": "string", "pattern": "^[!-~]{1,64}$"}},
-                      closed=False),
-    "CaseCreated": obj({"case_id": INT, "case_ref": STR}),
+    "CaseCreate": obj({}, {"case_ref": {"type": "string", "pattern": "^[!-~]{1,64}$"},
+                           "features_consent": BOOL}, closed=False),
+    "CaseCreated": obj({"case_id": INT, "case_ref": STR, "features_consent": BOOL,
+                        "secret": {"type": "string", "description": "the victim's secret, "
+                                   "shown once: hand it to the victim now"}}),
+    "CaseSecret": obj({"case_id": INT, "case_ref": STR,
+                       "secret": {"type": "string", "description": "shown once"}}),
+    "ConsentRequest": obj({"features": BOOL}, closed=False),
+    "CaseConsent": obj({**CASE, "features_erased": INT}),
+    "VictimStatus": obj(STATUS),
+    "VictimWithdrawn": obj({**STATUS, "images_withdrawn": INT}),
+    "VictimConsent": obj({**STATUS, "features_erased": INT}),
+    "VictimWithdraw": obj({}, VICTIM_BODY, closed=False),
+    "VictimConsentRequest": obj({"features": BOOL}, VICTIM_BODY, closed=False),
+    "FeedbackRequest": obj({"match_ref": MATCH_REF, "outcome": OUTCOME}, closed=False),
+    "FeedbackRecorded": obj({"match_ref": STR, "outcome": OUTCOME, "recorded": BOOL}),
+    "BankChanges": obj({
+        "changes": {"type": "array", "items": obj({
+            "seq": INT, "op": {"type": "string", "enum": ["add", "withdraw"]},
+            "entry": {"type": "string", "description": "this platform's id of one bank hash"}},
+            {"match_ref": MATCH_REF, "algorithm": STR, "value": STR})},
+        "cursor": {**INT, "description": "ask from here next"},
+        "more": {**BOOL, "description": "another page is ready now"},
+        "matching": obj({"thresholds": COUNTS, "exact": {"type": "array", "items": STR},
+                         "min_pdq_quality": INT, "max_matches": INT})}),
+    "BankSyncGrant": obj({"granted": BOOL}, closed=False),
+    "BankSyncGranted": obj({"org_id": INT, "bank_sync": BOOL}),
     "Case": obj(CASE),
     "CaseWithdrawn": obj({**CASE, "images_withdrawn": INT}),
     "Cases": obj({"cases": {"type": "array", "items": obj({
@@ -193,7 +237,7 @@ SCHEMAS: dict[str, Schema] = {
         "matches": {"type": "array", "items": obj({
             "match_ref": {"type": "string", "pattern": "^m_[0-9a-f]{32}$"},
             "algorithm": STR, "distance": INT})}})}}),
-    "Org": obj({"org_id": INT, "name": STR, "created_at": TIME}),
+    "Org": obj({"org_id": INT, "name": STR, "created_at": TIME, "bank_sync": BOOL}),
     "OrgCreate": obj({"name": {"type": "string", "minLength": 1, "maxLength": 128}},
                      closed=False),
     "OrgCreated": obj({"org_id": INT, "name": STR}),
@@ -249,7 +293,8 @@ ERRORS = {
     "409": "conflicts with the record's state",
     "413": "request too large",
     "415": "the body is not declared as JSON",
-    "429": "rate limit reached for this key",
+    "429": "rate limit reached (Retry-After says when to try again); on a victim's "
+           "endpoint also a case locked after too many wrong secrets",
     "503": "a backing service is unavailable",
 }
 
@@ -262,17 +307,26 @@ def _json(schema: Schema, description: str) -> Schema:
 def op(summary: str, roles: tuple[str, ...] | None, ok: tuple[str, str, str],
        errors: str = "", body: str | None = None, body_required: bool = True,
        params: list[Schema] | None = None) -> Schema:
-    """One operation: who may call it, its success response and its error statuses."""
+    """One operation: who may call it, its success response and its error statuses.
+
+    ``roles`` () stands for the victim's case reference and secret (HTTP Basic), None for no
+    credentials at all."""
     status, schema, description = ok
     responses = {status: _json(ref(schema), description)}
     codes = set(errors.split()) | ({"401", "403", "429"} if roles else set())
+    if roles == ():
+        codes |= {"401", "429"}
     for code in sorted(codes):
         responses[code] = _json(ref("Error"), ERRORS[code])
     operation: Schema = {"summary": summary, "responses": responses,
                          "description": ("Roles: " + ", ".join(roles) + "." if roles
-                                         else "No key needed.")}
+                                         else "No key needed." if roles is None else
+                                         "The victim's case reference and secret (HTTP "
+                                         "Basic: reference as user name); no API key.")}
     if roles is None:
         operation["security"] = []
+    elif roles == ():
+        operation["security"] = [{"caseSecret": []}]
     if body is not None:
         operation["requestBody"] = {"required": body_required, "content": {
             "application/json": {"schema": ref(body) if not body.startswith("[") else {
@@ -329,6 +383,7 @@ def query_param(name: str, schema: Schema, description: str) -> Schema:
 CASE_ID = [path_param("case_id", {"type": "integer", "minimum": 0})]
 SCAN_ID = [path_param("scan_id", {"type": "string", "format": "uuid"})]
 KEY_ID = [path_param("key_id", {"type": "integer", "minimum": 0})]
+ORG_ID = [path_param("org_id", {"type": "integer", "minimum": 0})]
 LIST_PARAMS = [query_param("limit", {"type": "integer", "minimum": 1, "maximum": 1000},
                            "page size (default 100)"),
                query_param("offset", {"type": "integer", "minimum": 0, "maximum": BIG},
@@ -361,6 +416,24 @@ def paths() -> dict[str, Schema]:
         "/v1/cases/{case_id}/withdraw": {"post": op(
             "Withdraw every hash of a case", charity,
             ("200", "CaseWithdrawn", "withdrawn"), "404", params=CASE_ID)},
+        "/v1/cases/{case_id}/secret": {"post": op(
+            "Give the victim a new secret (the old one stops working; shown once)", charity,
+            ("200", "CaseSecret", "the new secret"), "404", params=CASE_ID)},
+        "/v1/cases/{case_id}/consent": {"post": op(
+            "Record the victim's consent to local features (false erases them at once)",
+            charity, ("200", "CaseConsent", "recorded"), "400 404 413 415",
+            body="ConsentRequest", params=CASE_ID)},
+        "/v1/status": {"get": op(
+            "A victim's view of the case: active hashes, platform matches and takedowns, "
+            "deletion reports (counts)", (), ("200", "VictimStatus", "the status"))},
+        "/v1/status/withdraw": {"post": op(
+            "The victim withdraws the case: every hash stops matching and is erased", (),
+            ("200", "VictimWithdrawn", "withdrawn"), "400 413 415", body="VictimWithdraw",
+            body_required=False)},
+        "/v1/status/consent": {"post": op(
+            "The victim gives or withdraws consent to local features (withdrawal erases "
+            "them at once)", (), ("200", "VictimConsent", "recorded"), "400 413 415",
+            body="VictimConsentRequest")},
         "/v1/scans": {
             "get": op("The caller's org's scans, newest first", forensic,
                       ("200", "Scans", "scans"), "400", params=LIST_PARAMS),
@@ -409,6 +482,21 @@ def paths() -> dict[str, Schema]:
         "/v1/lookup": {"post": op("Look hashes up in the bank", ("platform",),
                                   ("200", "LookupResponse", "matches per hash, in order"),
                                   "400 413 415", body="LookupRequest")},
+        "/v1/feedback": {"post": op(
+            "Report what the platform did about a match", ("platform",),
+            ("201", "FeedbackRecorded", "recorded"), "400 404 413 415",
+            body="FeedbackRequest")},
+        "/v1/bank/changes": {"get": op(
+            "A page of the bank's additions and withdrawals (platforms granted bank sync)",
+            ("platform",), ("200", "BankChanges", "changes, oldest first"), "400", params=[
+                query_param("cursor", {"type": "integer", "minimum": 0, "maximum": BIG},
+                            "changes after this one (0: from the start)"),
+                query_param("limit", {"type": "integer", "minimum": 1, "maximum": 10_000},
+                            "page size (default 10,000)")])},
+        "/v1/orgs/{org_id}/bank-sync": {"post": op(
+            "Grant or take back an org's bank sync", ("admin",),
+            ("200", "BankSyncGranted", "recorded"), "400 404 413 415", body="BankSyncGrant",
+            params=ORG_ID)},
         "/v1/orgs": {
             "get": op("Every org", ("admin",), ("200", "Orgs", "orgs")),
             "post": op("Create an org", ("admin",), ("201", "OrgCreated", "created"),
@@ -449,7 +537,10 @@ def document() -> Schema:
         "paths": paths(),
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "bearerFormat": "hsk_<prefix>_<secret>"}},
+                                           "bearerFormat": "hsk_<prefix>_<secret>"},
+                                "caseSecret": {"type": "http", "scheme": "basic",
+                                               "description": "a victim's case reference "
+                                               "(user name) and secret (password)"}},
             "schemas": SCHEMAS,
         },
     }

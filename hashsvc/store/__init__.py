@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy import Engine, create_engine, event, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,6 +25,8 @@ from hashsvc.store.models import (BankChange, BankHash, Case, ImageFeatures, Reg
 EXACT = ("sha256", "md5")
 #: The algorithm name of local-feature entries in the change feed.
 FEATURES = "orb"
+#: PostgreSQL advisory lock key held by writers of the change log (see Store.lock_feed).
+_FEED_LOCK = 0x68617368_0001
 
 
 def locator_hash(key: str) -> str:
@@ -117,11 +119,25 @@ class Store:
         dialect = self.engine.dialect.name
         return (postgresql.insert(model) if dialect == "postgresql" else sqlite.insert(model))
 
+    def lock_feed(self, session: Session) -> None:
+        """Make this transaction the only writer of the change log until it ends.
+
+        Readers page the log by sequence number. PostgreSQL hands out sequence numbers when
+        rows are inserted, not when they commit, so without this a reader could see change 101
+        before change 100 commits, move its cursor past 100 and never apply it (a withdrawal
+        that never stops matching). Holding this lock from before the first change until
+        commit makes changes commit in sequence order. SQLite writers are serialised anyway.
+        """
+        if self.engine.dialect.name == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _FEED_LOCK})
+
     def _insert_ignore(self, session: Session, model: Any, rows: Sequence[Mapping[str, Any]]
                        ) -> list[Any]:
         """Insert rows, ignoring those that already exist; returns the new rows' keys."""
         if not rows:
             return []
+        if model is BankChange:
+            self.lock_feed(session)  # taken already by the bank's writers; here for safety
         table = model.__table__
         pk = list(table.primary_key.columns)[0]
         stmt = self._insert(table).on_conflict_do_nothing().returning(pk)
@@ -136,25 +152,38 @@ class Store:
 
     # -- bank ------------------------------------------------------------------------------
 
-    def ensure_case(self, session: Session, ref: str) -> Case:
-        """The case with reference ``ref``, created if new."""
-        self._insert_ignore(session, Case, [{"ref": ref, "created_at": utcnow()}])
-        return session.execute(select(Case).where(Case.ref == ref)).scalar_one()
+    def ensure_case(self, session: Session, ref: str,
+                    features_consent: bool | None = None) -> Case:
+        """The case with reference ``ref``, created if new; ``features_consent``, when given,
+        is recorded as the victim's current answer (withdrawing it erases the features)."""
+        self._insert_ignore(session, Case, [{"ref": ref, "created_at": utcnow(),
+                                             "features_consent": bool(features_consent)}])
+        case = session.execute(select(Case).where(Case.ref == ref)).scalar_one()
+        if features_consent is not None and case.features_consent != features_consent:
+            case.features_consent = features_consent
+            if not features_consent:
+                self._erase_features(session, self._case_image_ids(session, case.id))
+        return case
 
     def register(self, case_ref: str, lines: Iterable[Mapping[str, Any]],
-                 keep_features: bool = True) -> RegisterResult:
-        """Add hash lines (as ``hashsvc hash`` prints them) under ``case_ref``; idempotent.
+                 keep_features: bool = True, features_consent: bool | None = None
+                 ) -> RegisterResult:
+        """Add hash lines (as ``hashsvc hash`` prints them, or with only some hashes) under
+        ``case_ref``; idempotent.
 
-        Local features in the lines are kept (encrypted) only where ``keep_features`` says the
-        case consented; otherwise they are dropped before anything is written.
+        Local features in the lines are kept (encrypted) only where the case records the
+        victim's consent (``features_consent`` sets it first, when given) and ``keep_features``
+        allows; otherwise they are dropped before anything is written.
         """
         added = existing = hashes_added = 0
         with self.sessions.begin() as session:
-            case = self.ensure_case(session, case_ref)
+            self.lock_feed(session)
+            case = self.ensure_case(session, case_ref, features_consent)
             if case.withdrawn_at is not None:
                 raise InputError(f"case {case_ref} was withdrawn; register under a new case")
+            keep = keep_features and case.features_consent
             for line in lines:
-                new, count = self._register_one(session, case.id, line, keep_features)
+                new, count = self._register_one(session, case.id, normalize_line(line), keep)
                 added += new
                 existing += 1 - new
                 hashes_added += count
@@ -163,7 +192,7 @@ class Store:
     def _register_one(self, session: Session, case_id: int, line: Mapping[str, Any],
                       keep_features: bool = True) -> tuple[int, int]:
         """Register one image's hashes; returns (1 if the image is new, hashes added)."""
-        sha256 = line["sha256"]
+        sha256 = line.get("sha256") or line_identity(line)
         frames = frame_lines(line)
         video = line.get("media") == "video"
         inserted = self._insert_ignore(session, RegisteredImage, [{
@@ -243,11 +272,21 @@ class Store:
                 last = rows[-1][0]
 
     def drop_features(self, case_ref: str) -> int:
-        """Erase a case's local features (consent withdrawn); its hashes stay."""
+        """Withdraw the case's consent to local features and erase them at once; its hashes
+        stay. Returns how many images' features were erased."""
         with self.sessions.begin() as session:
-            ids = list(session.execute(select(RegisteredImage.id).join(Case).where(
-                Case.ref == case_ref)).scalars())
-            return self._erase_features(session, ids)
+            self.lock_feed(session)
+            case = session.execute(select(Case).where(Case.ref == case_ref)).scalar_one_or_none()
+            if case is None:
+                raise NotFound(f"no case {case_ref}")
+            case.features_consent = False
+            return self._erase_features(session, self._case_image_ids(session, case.id))
+
+    @staticmethod
+    def _case_image_ids(session: Session, case_id: int) -> list[int]:
+        """Ids of the case's registered files (not video frames: those have no features)."""
+        return list(session.execute(select(RegisteredImage.id).where(
+            RegisteredImage.case_id == case_id, RegisteredImage.parent_id.is_(None))).scalars())
 
     def _erase_features(self, session: Session, image_ids: list[int]) -> int:
         """Delete features of these images and feed their removal to every index."""
@@ -265,12 +304,11 @@ class Store:
     def withdraw_case(self, case_ref: str) -> int:
         """Withdraw every hash of a case: they stop matching; a tombstone case row remains."""
         with self.sessions.begin() as session:
+            self.lock_feed(session)
             case = session.execute(select(Case).where(Case.ref == case_ref)).scalar_one_or_none()
             if case is None:
                 raise NotFound(f"no case {case_ref}")
-            image_ids = list(session.execute(select(RegisteredImage.id).where(
-                RegisteredImage.case_id == case.id, RegisteredImage.parent_id.is_(None))
-            ).scalars())
+            image_ids = self._case_image_ids(session, case.id)
             # Every row of the case: its files, and the frames of its videos (by a subquery:
             # a case's frames can outnumber what one statement may list).
             rows = select(RegisteredImage.id).where(RegisteredImage.case_id == case.id)
@@ -292,7 +330,10 @@ class Store:
                     RegisteredImage.parent_id.isnot(None)).delete(synchronize_session=False)
                 session.query(RegisteredImage).filter(RegisteredImage.id.in_(image_ids)).delete(
                     synchronize_session=False)
+            # The case row stays as the tombstone (id, reference, times) that the change feed,
+            # the audit chain and the victim's status refer to; nothing registered remains.
             case.withdrawn_at = utcnow()
+            case.features_consent = False
             return len(image_ids)
 
     def bank_cursor(self) -> int:
@@ -492,6 +533,42 @@ class Store:
                 .order_by(ScanProblem.path, ScanProblem.stage)).scalars())
 
 
+def normalize_line(line: Mapping[str, Any]) -> dict[str, Any]:
+    """A hash line with its exact hashes beside ``hashes`` (where ``hashsvc hash`` puts them)
+    and at least one hash; InputError if it carries none.
+
+    Lines with only some hashes are accepted (``{"hashes": {"pdq": HEX}}``, a platform's or
+    an older tool's output): ``sha256`` and ``md5`` may come inside ``hashes``.
+    """
+    out = dict(line)
+    hashes = out.get("hashes") or {}
+    if not isinstance(hashes, Mapping):
+        raise InputError("hashes must be an object of algorithm: hex")
+    hashes = dict(hashes)
+    for name in EXACT:
+        value = hashes.pop(name, None)
+        if value is not None:
+            if out.get(name) not in (None, value):
+                raise InputError(f"two different {name} values in one line")
+            out[name] = value
+    out["hashes"] = hashes
+    if not (out.get("sha256") or out.get("md5") or hashes or out.get("frames")):
+        raise InputError("the line carries no hash")
+    return out
+
+
+def line_identity(line: Mapping[str, Any]) -> str:
+    """What identifies a registration made without the file's sha256: ``~`` and 63 hex digits
+    of a digest of its hashes, so that registering the same line twice adds nothing. It is
+    never a file hash: exact matching uses only the sha256 a line carries."""
+    import json
+
+    keys = ("md5", "hashes", "variants", "frames", "media")
+    canonical = json.dumps({k: line.get(k) for k in keys}, sort_keys=True,
+                           separators=(",", ":"), default=str)
+    return "~" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:63]
+
+
 def hash_rows(line: Mapping[str, Any]) -> list[tuple[str, str, str, int | None]]:
     """(algorithm, variant, value, quality) rows of a hash line, validated."""
     from hashsvc.hashing import ALGORITHMS, VARIANT_CODES
@@ -578,4 +655,5 @@ def _check_hex(value: Any, length: int, name: str) -> str:
 
 
 __all__ = ["Store", "RegisterResult", "BankChangeRow", "locator_hash", "hash_rows", "frame_lines",
+           "normalize_line", "line_identity",
            "make_engine"]

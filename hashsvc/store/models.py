@@ -38,6 +38,8 @@ class Org(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # A platform granted bank sync may page the change feed (GET /v1/bank/changes).
+    bank_sync: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ApiKey(Base):
@@ -79,6 +81,14 @@ class Case(Base):
     org_id: Mapped[int | None] = mapped_column(ForeignKey("orgs.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The victim's secret (sha256 of it; shown once) for GET /v1/status and withdrawal.
+    secret_hash: Mapped[str | None] = mapped_column(String(64))
+    # Whether the victim agreed to keeping crop-robust local features; without it, hashes only.
+    features_consent: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                   server_default=false())
+    # Wrong secrets in a row, and until when the case refuses every secret after too many.
+    secret_failures: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class RegisteredImage(Base):
@@ -95,7 +105,9 @@ class RegisteredImage(Base):
     __table_args__ = (UniqueConstraint("case_id", "sha256", "frame_no"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
-    sha256: Mapped[str] = mapped_column(String(64))  # of the file (a frame: of its video)
+    # Of the file (a frame: of its video). A line registered without one gets "~" and a digest
+    # of its hashes instead (store.line_identity): an identity, never matched as a file hash.
+    sha256: Mapped[str] = mapped_column(String(64))
     md5: Mapped[str | None] = mapped_column(String(32))
     size: Mapped[int | None] = mapped_column(BigInteger)
     format: Mapped[str | None] = mapped_column(String(16))
@@ -289,3 +301,41 @@ class WipeRecord(Base):
     fields: Mapped[dict] = mapped_column(JSON)
     recorded_by: Mapped[str] = mapped_column(Text)
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PlatformMatch(Base):
+    """A registered image that a platform's lookup matched (first time only): what the victim's
+    status counts. Kept after a withdrawal, which erases the image row, so it names the case."""
+
+    __tablename__ = "platform_matches"
+    __table_args__ = (UniqueConstraint("org_id", "image_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("orgs.id"))
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    image_id: Mapped[int] = mapped_column(BigInteger)
+    first_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TakedownFeedback(Base):
+    """A platform's word on what it did with a match: removed, not_found or appealed."""
+
+    __tablename__ = "takedown_feedback"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("orgs.id"))
+    key_id: Mapped[int | None] = mapped_column(BigId)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    image_id: Mapped[int] = mapped_column(BigInteger)
+    outcome: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class IssuedReport(Base):
+    """A signed deletion report that named a case's images (one row per report and case): the
+    victim's status counts them, and learns nothing else of them."""
+
+    __tablename__ = "issued_reports"
+    report_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), primary_key=True, index=True)
+    scan_id: Mapped[str] = mapped_column(String(36))
+    document_sha256: Mapped[str] = mapped_column(String(64))
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
