@@ -64,6 +64,9 @@ have fls || missing+=(sleuthkit)
 have pdftotext || missing+=(poppler-utils)
 # PDF reports print any file name with DejaVu Sans (hashsvc.deletion_report.find_unicode_font).
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+# The web pages' tests drive Debian's Chromium headless through Playwright (tests/browser.py);
+# Playwright's own browser download is never used.
+have chromium || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "ensure-services: installing ${missing[*]}" >&2
   apt_install "${missing[@]}"
