@@ -5,7 +5,8 @@ some hashes (``sha256`` and ``md5`` may be given inside ``hashes`` or beside it)
 is printed per input line, in order, with its ``"matches"``: against the embedded bank each
 names the ``"case"``, the ``"algorithm"`` that decided and the ``"distance"`` (the matching
 rule of a scan); against a service (``--url``, ``--key``) each carries the opaque
-``"match_ref"`` the service gives platforms, never the case.
+``"match_ref"`` the service gives platforms, never the case; against a bank copy kept by
+``hashsvc sync`` (``--synced FILE``) the same references, without a request per lookup.
 """
 
 from __future__ import annotations
@@ -80,9 +81,15 @@ def _lines(stream: TextIO) -> Iterator[tuple[int, Any]]:
 @click.option("--url", default=None, help="A hashsvc service to ask (else the embedded bank).")
 @click.option("--key", envvar="HASHSVC_API_KEY", default=None,
               help="The platform API key for --url (or HASHSVC_API_KEY).")
+@click.option("--synced", "synced", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A bank copy made by `hashsvc sync`: match on this machine, with the answers "
+                   "(and match references) the service would give.")
 @pass_ctx
-def lookup(ctx: Context, hashfile: TextIO, url: str | None, key: str | None) -> None:
+def lookup(ctx: Context, hashfile: TextIO, url: str | None, key: str | None,
+           synced: str | None) -> None:
     """Look up every line of HASHFILE ('-' for standard input): one JSON line out per line."""
+    if url and synced:
+        raise _fail(InputError("--url and --synced are alternatives: give one"))
     parsed: list[tuple[int, Any]] = []
     for number, value in _lines(hashfile):
         try:
@@ -94,7 +101,8 @@ def lookup(ctx: Context, hashfile: TextIO, url: str | None, key: str | None) -> 
         except (InputError, TypeError, ValueError) as exc:
             parsed.append((number, exc))
     try:
-        answers = (_remote(parsed, url, key) if url else _embedded(ctx, parsed))
+        answers = (_remote(parsed, url, key) if url else
+                   _synced(parsed, synced) if synced else _embedded(ctx, parsed))
     except HashsvcError as exc:
         raise _fail(exc) from exc
     failed = False
@@ -138,19 +146,48 @@ def _queries(hs: HashSet) -> list[dict[str, Any]]:
     return queries
 
 
-def _remote(parsed: list[tuple[int, Any]], url: str, key: str | None
-            ) -> list[list[dict[str, Any]]]:
-    """Matches of each line from a service's ``POST /v1/lookup`` (platform key)."""
-    import requests
-
-    if not key:
-        raise InputError("--url needs --key (or HASHSVC_API_KEY): a platform key")
+def _by_reference(parsed: list[tuple[int, Any]], search: Any) -> list[list[dict[str, Any]]]:
+    """Matches of each line by match reference, from ``search(queries) -> lookup results`` (the
+    service's answer, or a synced copy's): each reference once, at its smallest distance."""
     spans, queries = [], []
     for _, item in parsed:
         start = len(queries)
         if isinstance(item, HashSet):
             queries.extend(_queries(item))
         spans.append((start, len(queries)))
+    results = search(queries) if queries else []
+    out = []
+    for first, end in spans:
+        best: dict[str, dict[str, Any]] = {}
+        for result in results[first:end]:
+            for match in result["matches"]:
+                ref = match["match_ref"]
+                if ref not in best or match["distance"] < best[ref]["distance"]:
+                    best[ref] = {"match_ref": ref, "algorithm": match["algorithm"],
+                                 "distance": match["distance"]}
+        out.append(sorted(best.values(), key=lambda m: (m["distance"], m["match_ref"])))
+    return out
+
+
+def _synced(parsed: list[tuple[int, Any]], path: str) -> list[list[dict[str, Any]]]:
+    """Matches of each line in a bank copy kept by ``hashsvc sync``."""
+    from hashsvc.bank_sync import LocalBank
+
+    return _by_reference(parsed, LocalBank.load(path).search)
+
+
+def _remote(parsed: list[tuple[int, Any]], url: str, key: str | None
+            ) -> list[list[dict[str, Any]]]:
+    """Matches of each line from a service's ``POST /v1/lookup`` (platform key)."""
+    if not key:
+        raise InputError("--url needs --key (or HASHSVC_API_KEY): a platform key")
+    return _by_reference(parsed, lambda queries: _post_lookups(url, key, queries))
+
+
+def _post_lookups(url: str, key: str, queries: list[dict[str, Any]]) -> list[Any]:
+    """The service's results for every query, sent in batches."""
+    import requests
+
     results: list[Any] = []
     for start in range(0, len(queries), REMOTE_BATCH):
         try:
@@ -163,14 +200,4 @@ def _remote(parsed: list[tuple[int, Any]], url: str, key: str | None
             raise InputError(f"the service answered {response.status_code}: "
                              f"{response.text[:300]}")
         results.extend(response.json()["results"])
-    out = []
-    for first, end in spans:
-        best: dict[str, dict[str, Any]] = {}
-        for result in results[first:end]:
-            for match in result["matches"]:
-                ref = match["match_ref"]
-                if ref not in best or match["distance"] < best[ref]["distance"]:
-                    best[ref] = {"match_ref": ref, "algorithm": match["algorithm"],
-                                 "distance": match["distance"]}
-        out.append(sorted(best.values(), key=lambda m: (m["distance"], m["match_ref"])))
-    return out
+    return results

@@ -88,6 +88,33 @@ def test_lookup_against_a_service(tmp_path: Path, cli_env: dict[str, str],
                       stdin=copy)
     assert refused.returncode == 1 and "403" in refused.stderr
 
+    # A platform granted bank sync keeps its own copy and gets the same answers from it.
+    from hashsvc import accounts
+
+    platform_env = {**cli_env, "HASHSVC_API_KEY": keys["platform"]}
+    copy_file = tmp_path / "bank.json"
+    denied = hashsvc(["sync", "--url", url, "--bank", str(copy_file)], platform_env)
+    assert denied.returncode != 0 and "403" in denied.stderr
+    accounts.set_bank_sync(api.store, api.orgs["platform"], True)  # type: ignore[attr-defined]
+    synced = hashsvc(["sync", "--url", url, "--bank", str(copy_file)], platform_env)
+    assert synced.returncode == 0, synced.stderr
+    summary = json.loads(synced.stdout)
+    assert summary["entries"] > 0 and summary["changes"] == summary["entries"]
+    local = hashsvc(["lookup", "-", "--synced", str(copy_file)], cli_env,
+                    stdin="\n".join([copy, other]))
+    assert local.returncode == 0, local.stderr
+    assert [json.loads(x) for x in local.stdout.splitlines()] == out
+    # Nothing new: the next sync applies nothing; a withdrawal then empties the copy's answer.
+    again = json.loads(hashsvc(["sync", "--url", url, "--bank", str(copy_file)],
+                               platform_env).stdout)
+    assert again["changes"] == 0 and again["from_cursor"] == summary["cursor"]
+    api.call("POST", f"/v1/cases/{case['case_id']}/withdraw", "charity")  # type: ignore[attr-defined]
+    after = json.loads(hashsvc(["sync", "--url", url, "--bank", str(copy_file)],
+                               platform_env).stdout)
+    assert after["entries"] == 0 and after["changes"] > 0
+    gone = hashsvc(["lookup", "-", "--synced", str(copy_file)], cli_env, stdin=copy)
+    assert json.loads(gone.stdout)["matches"] == []
+
 
 def test_register_accepts_lines_with_only_some_hashes(tmp_path: Path,
                                                      cli_env: dict[str, str]) -> None:
