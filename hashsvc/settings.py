@@ -61,6 +61,7 @@ class Settings:
     status_rate_limit: str
     status_max_failures: int
     status_lockout_seconds: int
+    intake_link_hours: int
     queue_name: str
     batch_files: int
     batch_bytes: int

@@ -8,7 +8,9 @@ asked of a third party.
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -44,5 +46,9 @@ def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             browser.close()
 
 
-#: Where the tests save screenshots that the README shows.
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+#: Where the tests save screenshots: the ones the README shows (docs/screenshots) when
+#: HASHSVC_UPDATE_SCREENSHOTS=1, else a folder under the system's temporary directory, so that
+#: a test run leaves the checkout as it was.
+SCREENSHOTS = (Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+               if os.environ.get("HASHSVC_UPDATE_SCREENSHOTS") == "1"
+               else Path(tempfile.gettempdir()) / "hashsvc-screenshots")

@@ -79,6 +79,9 @@ ENDPOINTS = (
     Endpoint("GET", "/v1/status", (), ok=401),
     Endpoint("POST", "/v1/status/withdraw", (), ok=401),
     Endpoint("POST", "/v1/status/consent", (), ok=401, body=lambda api: {"features": False}),
+    Endpoint("POST", "/v1/cases/{id}/intake-links", ("charity",), "case", ok=201),
+    # The intake page's registration takes a one-time code, never an API key of any role.
+    Endpoint("POST", "/v1/intake", (), ok=401),
     Endpoint("POST", "/v1/orgs/{id}/bank-sync", ("admin",), "org", scoped=False,
              body=lambda api: {"granted": True}),
     Endpoint("GET", "/v1/orgs", ("admin",)),
@@ -154,6 +157,8 @@ def route_views(api: Api) -> dict[tuple[str, str], Any]:
     """The view function of each (method, path) of the app, paths written as in ENDPOINTS."""
     views = {}
     for rule in api.app.url_map.iter_rules():
+        if not rule.rule.startswith("/v1/"):
+            continue  # the web pages (hashsvc.web; tests/test_web.py)
         path = rule.rule
         for converter in ("<int:case_id>", "<scan_id>", "<int:key_id>", "<int:org_id>"):
             path = path.replace(converter, "{id}")

@@ -41,7 +41,7 @@ def state() -> ApiState:
 
 def create_app(settings: Settings | None = None) -> Flask:
     """A configured API app on the store that ``settings`` (default: the environment) names."""
-    from hashsvc.api import admin, cases, health, lookup, openapi, scans, victims
+    from hashsvc.api import admin, cases, health, intake, lookup, openapi, scans, victims
     from hashsvc.api.auth import address_key, make_limiter, record_audit
     from hashsvc.api.errors import register_error_handlers
 
@@ -57,8 +57,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     shared.limiter.exempt(health.bp)
     if settings.status_rate_limit:
         shared.limiter.limit(settings.status_rate_limit, key_func=address_key)(victims.bp)
-    for module in (health, cases, scans, lookup, admin, openapi, victims):
+        shared.limiter.limit(settings.status_rate_limit, key_func=address_key)(intake.public_bp)
+    for module in (health, cases, scans, lookup, admin, openapi, victims, intake):
         app.register_blueprint(module.bp, url_prefix=PREFIX)
+    app.register_blueprint(intake.public_bp, url_prefix=PREFIX)
+    from hashsvc.web import init_web  # the pages for people (docs/web.md)
+
+    init_web(app)
     return app
 
 

@@ -123,7 +123,12 @@ def create_case() -> Any:
     opens ``GET /v1/status`` and withdrawal. ``features_consent`` (default false) records
     whether the victim agreed to keeping local features; without it only hashes are stored.
     """
-    body = json_body(dict, required=False)
+    return jsonify(open_case(json_body(dict, required=False))), 201
+
+
+def open_case(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Open a case for the caller's org from ``{"case_ref"?, "features_consent"?}`` (the API
+    and the caseworkers' web page); the answer holds the victim's secret."""
     ref = check_case_ref(body["case_ref"]) if body.get("case_ref") is not None else (
         f"case-{secrets.token_hex(8)}")
     consent = body.get("features_consent", False)
@@ -141,8 +146,7 @@ def create_case() -> Any:
     secret = victims.set_secret(state().store, case_id)
     g.audit.target_id = str(case_id)
     g.audit.details["features_consent"] = consent
-    return jsonify({"case_id": case_id, "case_ref": ref, "secret": secret,
-                    "features_consent": consent}), 201
+    return {"case_id": case_id, "case_ref": ref, "secret": secret, "features_consent": consent}
 
 
 @bp.post("/cases/<int:case_id>/secret")
@@ -193,12 +197,22 @@ def register_hashes(case_id: int) -> Any:
     """Add hash lines to the case; every line is checked first; repeating it adds nothing."""
     case = _own_case(case_id)
     lines = json_body(list)
+    good, skipped = checked_lines(case, lines)
+    summary = register_checked(case, good, skipped)
+    g.audit.details.update({"lines": len(lines), **summary})
+    return jsonify({"case_id": case.id, "case_ref": case.ref, **summary})
+
+
+def checked_lines(case: Case, lines: list[Any]) -> tuple[list[dict[str, Any]], int]:
+    """The lines to register under ``case`` (each checked) and how many error lines were
+    skipped; 413 beyond MAX_LINES, 409 for a withdrawn case, 400 naming a bad line. Shared by
+    ``POST /v1/cases/{id}/hashes`` and the intake page's ``POST /v1/intake``."""
     if len(lines) > MAX_LINES:
         from werkzeug.exceptions import RequestEntityTooLarge
 
         raise RequestEntityTooLarge(f"at most {MAX_LINES} hash lines per request")
     if case.withdrawn_at is not None:
-        raise Conflict(f"case {case_id} was withdrawn; open a new case")
+        raise Conflict(f"case {case.id} was withdrawn; open a new case")
     good, skipped = [], 0
     for index, line in enumerate(lines):
         if isinstance(line, dict) and "error" in line:
@@ -208,12 +222,15 @@ def register_hashes(case_id: int) -> Any:
             good.append(validate_line(line))
         except InputError as exc:
             raise LineError(index, str(exc)) from exc
+    return good, skipped
+
+
+def register_checked(case: Case, good: list[dict[str, Any]], skipped: int) -> dict[str, int]:
+    """Register lines :func:`checked_lines` passed; the summary the API answers with."""
     result = state().store.register(case.ref, good)
-    summary = {"images_added": result.images_added,
-               "images_already_registered": result.images_existing,
-               "hashes_added": result.hashes_added, "lines_with_errors_skipped": skipped}
-    g.audit.details.update({"lines": len(lines), **summary})
-    return jsonify({"case_id": case.id, "case_ref": case.ref, **summary})
+    return {"images_added": result.images_added,
+            "images_already_registered": result.images_existing,
+            "hashes_added": result.hashes_added, "lines_with_errors_skipped": skipped}
 
 
 @bp.post("/cases/<int:case_id>/withdraw")

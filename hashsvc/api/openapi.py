@@ -163,6 +163,19 @@ SCHEMAS: dict[str, Schema] = {
                                    "shown once: hand it to the victim now"}}),
     "CaseSecret": obj({"case_id": INT, "case_ref": STR,
                        "secret": {"type": "string", "description": "shown once"}}),
+    "IntakeLink": obj({"case_id": INT,
+                       "code": {"type": "string", "description": "the one-time code, shown "
+                                "once: hand the link to the victim now"},
+                       "url": {"type": "string", "description": "the intake page with the "
+                               "code in its fragment (/intake#code=...)"},
+                       "expires_at": TIME}),
+    "IntakeRequest": obj({"lines": {"type": "array", "maxItems": 10_000,
+                                    "items": ref("HashLine")}},
+                         {"code": {"type": "string", "maxLength": 100,
+                                   "description": "the one-time code (or X-Intake-Code)"}},
+                         closed=False),
+    "IntakeResult": obj({"images_added": INT, "images_already_registered": INT,
+                         "hashes_added": INT, "lines_with_errors_skipped": INT}),
     "ConsentRequest": obj({"features": BOOL}, closed=False),
     "CaseConsent": obj({**CASE, "features_erased": INT}),
     "VictimStatus": obj(STATUS),
@@ -291,6 +304,7 @@ ERRORS = {
     "403": "the key's role may not do this",
     "404": "no such record, or one that belongs to another org",
     "409": "conflicts with the record's state",
+    "410": "the one-time code has expired or was used",
     "413": "request too large",
     "415": "the body is not declared as JSON",
     "429": "rate limit reached (Retry-After says when to try again); on a victim's "
@@ -374,6 +388,20 @@ def report_op() -> Schema:
     return operation
 
 
+def intake_op() -> Schema:
+    """POST /v1/intake: the victim's intake page registers hashes with a one-time code."""
+    operation = op("Register hash lines with a one-time registration link's code (once)", (),
+                   ("200", "IntakeResult", "registered"), "400 409 410 413 415",
+                   body="IntakeRequest")
+    operation["security"] = [{"intakeCode": []}]
+    operation["description"] = ("The one-time code of a registration link (in the body as "
+                                "`code`, or in X-Intake-Code); no API key. Unknown code: 401; "
+                                "expired or used: 410.")
+    operation["responses"]["403"] = _json(ref("Error"), "the request came from a page of "
+                                          "another web origin")
+    return operation
+
+
 def query_param(name: str, schema: Schema, description: str) -> Schema:
     """An optional query parameter."""
     return {"name": name, "in": "query", "required": False, "schema": schema,
@@ -423,6 +451,10 @@ def paths() -> dict[str, Schema]:
             "Record the victim's consent to local features (false erases them at once)",
             charity, ("200", "CaseConsent", "recorded"), "400 404 413 415",
             body="ConsentRequest", params=CASE_ID)},
+        "/v1/cases/{case_id}/intake-links": {"post": op(
+            "Make a one-time registration link for the victim's intake page (shown once)",
+            charity, ("201", "IntakeLink", "the link"), "404 409", params=CASE_ID)},
+        "/v1/intake": {"post": intake_op()},
         "/v1/status": {"get": op(
             "A victim's view of the case: active hashes, platform matches and takedowns, "
             "deletion reports (counts)", (), ("200", "VictimStatus", "the status"))},
@@ -540,7 +572,11 @@ def document() -> Schema:
                                            "bearerFormat": "hsk_<prefix>_<secret>"},
                                 "caseSecret": {"type": "http", "scheme": "basic",
                                                "description": "a victim's case reference "
-                                               "(user name) and secret (password)"}},
+                                               "(user name) and secret (password)"},
+                                "intakeCode": {"type": "apiKey", "in": "header",
+                                               "name": "X-Intake-Code",
+                                               "description": "a one-time registration "
+                                               "link's code (or `code` in the body)"}},
             "schemas": SCHEMAS,
         },
     }

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import unicodedata
 import uuid
-from typing import Any
+from typing import Any, Mapping
 
 from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.exceptions import ServiceUnavailable
@@ -146,9 +146,14 @@ def report_context() -> dict[str, Any]:
 @requires("forensic", action="scan.create", target="scan")
 def create_scan() -> Any:
     """Record a scan of ``source`` for the caller's org and queue it; 202 with its id."""
+    return jsonify({"scan_id": start_new_scan(json_body(dict))}), 202
+
+
+def start_new_scan(body: Mapping[str, Any]) -> str:
+    """Record and queue a scan of ``{"source", "label"?, "verify_against"?}`` for the caller's
+    org (the API and the analysts' web page); returns its id."""
     from workers.jobs import start_scan
 
-    body = json_body(dict)
     label = body.get("label")
     if label is not None and (not isinstance(label, str) or len(label) > 1000
                               or "\0" in label):
@@ -179,7 +184,7 @@ def create_scan() -> Any:
             row.state, row.finished_at = "failed", utcnow()
             row.error = f"could not be queued: {type(exc).__name__}"
         raise ServiceUnavailable("the job queue is unavailable; try again later") from exc
-    return jsonify({"scan_id": scan_id}), 202
+    return scan_id
 
 
 @bp.get("/scans")
@@ -239,13 +244,19 @@ REPORT_TYPES = {"json": "application/json", "html": "text/html; charset=utf-8",
 def report(scan_id: str) -> Any:
     """The scan's full JSON report (as ``hashsvc scan --report`` writes it); with ``?format=``
     json, html, pdf or vics, the signed deletion report of its confirmed matches."""
-    from hashsvc.deletion_report import deletion_envelope_for_scan, rendering_bytes
-    from hashsvc.review import confirmed_matches
-
     scan = _own_scan(scan_id)
     fmt = request.args.get("format")
     if fmt is None:
         return jsonify(build_report(state().store, scan_id))
+    return Response(deletion_report_bytes(scan, fmt), mimetype=REPORT_TYPES[fmt])
+
+
+def deletion_report_bytes(scan: Scan, fmt: Any) -> bytes:
+    """The signed deletion report of the scan's confirmed matches in ``fmt``, naming the
+    caller's org and the ``?examiner=`` (the API and the analysts' web page)."""
+    from hashsvc.deletion_report import deletion_envelope_for_scan, rendering_bytes
+    from hashsvc.review import confirmed_matches
+
     if fmt not in REPORT_TYPES:
         raise InputError(f"format must be one of {', '.join(REPORT_TYPES)}")
     context = report_context()
@@ -253,7 +264,7 @@ def report(scan_id: str) -> Any:
                                           confirmed_matches)
     g.audit.details.update({"format": fmt, "files": len(envelope["document"]["files"]),
                             "key_id": envelope["signature"]["key_id"]})
-    return Response(rendering_bytes(envelope, fmt), mimetype=REPORT_TYPES[fmt])
+    return rendering_bytes(envelope, fmt)
 
 
 @bp.get("/scans/<scan_id>/verification")
@@ -261,17 +272,21 @@ def report(scan_id: str) -> Any:
 def verification(scan_id: str) -> Any:
     """The signed verification report of a re-scan started with ``verify_against``: each file
     of the original report gone or present, and new matches (``?examiner=`` required)."""
+    return jsonify(verification_report(_own_scan(scan_id)))
+
+
+def verification_report(scan: Scan) -> dict[str, Any]:
+    """The signed verification report of a re-scan (the API and the analysts' web page)."""
     from hashsvc.verification import verification_envelope
 
-    scan = _own_scan(scan_id)
     original = (scan.settings or {}).get("verify_against")
     if original is None:
-        raise Conflict(f"scan {scan_id} was not started with verify_against")
+        raise Conflict(f"scan {scan.id} was not started with verify_against")
     envelope = verification_envelope(state().store, state().settings, original, scan.id,
                                      report_context())
     g.audit.details.update({k: envelope["document"]["summary"][k]
                             for k in ("files", "gone", "present", "new_matches")})
-    return jsonify(envelope)
+    return envelope
 
 
 @bp.post("/scans/<scan_id>/wipe-records")
@@ -307,10 +322,15 @@ def list_candidates(scan_id: str) -> Any:
 def review_candidates(scan_id: str) -> Any:
     """Confirm or reject candidates: ``{"match_ids": [...], "decision": "confirmed" |
     "rejected", "reason": TEXT, "reviewer": NAME}``; a rejection needs a reason."""
+    _own_scan(scan_id)
+    return jsonify({"scan_id": scan_id, "changed": review_decision(scan_id, json_body(dict))})
+
+
+def review_decision(scan_id: str, body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Record ``{"match_ids", "decision", "reason"?, "reviewer"}`` on the caller's scan (the
+    API and the analysts' web page); returns what changed."""
     from hashsvc.review import Reviewer, decide
 
-    _own_scan(scan_id)
-    body = json_body(dict)
     ids, decision = body.get("match_ids"), body.get("decision")
     reviewer, reason = body.get("reviewer"), body.get("reason")
     if not isinstance(ids, list) or not ids or len(ids) > 10_000:
@@ -325,7 +345,7 @@ def review_candidates(scan_id: str) -> Any:
     changed = decide(state().store, scan_id, ids, decision,
                      Reviewer(reviewer, principal.org_id, principal.key_id), reason)
     g.audit.details.update({"decision": decision, "changed": len(changed)})
-    return jsonify({"scan_id": scan_id, "changed": changed})
+    return changed
 
 
 @bp.get("/scans/<scan_id>/candidates/<int:match_id>/thumbnail")
@@ -333,12 +353,17 @@ def review_candidates(scan_id: str) -> Any:
 def thumbnail(scan_id: str, match_id: int) -> Any:
     """A small JPEG of the evidence file, made now from the evidence and never stored;
     blurred unless ``?reveal=true`` (each reveal is audited)."""
-    from hashsvc.thumbnails import evidence_thumbnail
-
     scan = _own_scan(scan_id)
     reveal = request.args.get("reveal", "false").lower() in ("1", "true", "yes")
-    g.audit.details.update({"match_id": match_id, "revealed": reveal})
-    data = evidence_thumbnail(state().store, state().settings, scan, match_id, reveal)
-    response = Response(data, mimetype="image/jpeg")
+    response = Response(thumbnail_bytes(scan, match_id, reveal), mimetype="image/jpeg")
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def thumbnail_bytes(scan: Scan, match_id: int, reveal: bool) -> bytes:
+    """A candidate's thumbnail, made now and never stored; blurred unless ``reveal`` (the API
+    and the analysts' web page; the request's audit entry says which)."""
+    from hashsvc.thumbnails import evidence_thumbnail
+
+    g.audit.details.update({"match_id": match_id, "revealed": reveal})
+    return evidence_thumbnail(state().store, state().settings, scan, match_id, reveal)

@@ -52,9 +52,9 @@ def _unauthorized(message: str) -> Response:
     return response
 
 
-def _victim_case(action: str, body: dict[str, Any] | None = None) -> int:
+def _victim_case(action: str, body: dict[str, Any] | None = None, via: str = "victim") -> int:
     """The case the credentials open, or a refusal; the attempt is audited either way."""
-    g.audit = PendingAudit(action, "case", None, {"via": "victim", "address": client_address()})
+    g.audit = PendingAudit(action, "case", None, {"via": via, "address": client_address()})
     ref, secret = _credentials(body)
     settings = state().settings
     check = victims.check_secret(state().store, ref, secret, settings.status_max_failures,
@@ -95,11 +95,16 @@ def withdraw() -> Any:
     """Withdraw the whole case: every hash stops matching within seconds, everywhere, and the
     registration is erased but for a tombstone. Repeating it changes nothing."""
     body = json_body(dict, required=False)
-    case_id = _victim_case("status.withdraw", body)
+    return jsonify(withdraw_case(_victim_case("status.withdraw", body)))
+
+
+def withdraw_case(case_id: int) -> dict[str, Any]:
+    """Withdraw a case the victim's credentials opened (the API and the web status page);
+    its status afterwards, with how many images were withdrawn now."""
     case = victims.case_by_id(state().store, case_id)
     withdrawn = 0 if case.withdrawn_at else state().store.withdraw_case(case.ref)
     g.audit.details["images_withdrawn"] = withdrawn
-    return jsonify({**victims.status(state().store, case_id), "images_withdrawn": withdrawn})
+    return {**victims.status(state().store, case_id), "images_withdrawn": withdrawn}
 
 
 @bp.post("/status/consent")

@@ -339,3 +339,17 @@ class IssuedReport(Base):
     scan_id: Mapped[str] = mapped_column(String(36))
     document_sha256: Mapped[str] = mapped_column(String(64))
     issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class IntakeLink(Base):
+    """A one-time registration link a charity made for one of its cases: the victim's intake
+    page registers hashes with its code once, before it expires. Only a digest of the code is
+    stored (it is shown once, in the link)."""
+
+    __tablename__ = "intake_links"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
