@@ -17,6 +17,9 @@ from hashsvc.settings import Settings, load_settings
 from hashsvc.store import Store, make_engine, migrate
 from hashsvc.store.models import Base
 
+# One headless Chromium for the whole session, shared by every browser test (tests/browser.py).
+from browser import chromium  # noqa: E402,F401
+
 PG_ADMIN_URL = os.environ.get("HASHSVC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 

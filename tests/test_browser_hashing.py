@@ -41,7 +41,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from browser import chromium  # noqa: F401  (the session's Chromium fixture)
 from conftest import encode, noise_image
 from conftest import photo as _load_photo
 from hashsvc.api.cases import validate_line

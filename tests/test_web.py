@@ -25,7 +25,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
-from browser import SCREENSHOTS, chromium  # noqa: F401  (the session's Chromium fixture)
+from browser import SCREENSHOTS
 from conftest import encode, noise_image, photo
 from hashsvc import accounts, audit, intake
 from hashsvc.hashing import hamming_hex, hash_bytes
