@@ -94,6 +94,10 @@ def hash_line(path: str, with_variants: bool, max_pixels: int,
         picture = decode(data, max_pixels, heif_thumbnail_min_side=None)
         hs = hash_picture(picture, exact_hashes(data), len(data), with_variants)
     except HashsvcError as exc:
+        if isinstance(exc.__cause__, MemoryError):  # in a decoding child: its memory limit
+            from hashsvc.isolation import memory_limit_message
+
+            return {"file": path, "error": memory_limit_message(), "stage": "decode"}
         return {"file": path, "error": str(exc), "stage": "decode"}
     line: dict[str, Any] = {"file": path, **hs.to_json()}
     if with_features:
@@ -107,8 +111,11 @@ def hash_line(path: str, with_variants: bool, max_pixels: int,
 def _video_line(path: str, fh: Any, fmt: str, with_variants: bool, options: dict[str, Any]
                 ) -> dict[str, Any]:
     """The hash line of a video file of sniffed format ``fmt``, open as ``fh``."""
+    from hashsvc.isolation import extend_budget
     from hashsvc.video import file_hashes, hash_video
 
+    if "limits" in options:  # the decoder keeps its own time budget; the child's is extended
+        extend_budget(options["limits"].time_budget)
     fh.seek(0)
     exact, size = file_hashes(fh)
     fh.seek(0)
@@ -143,21 +150,48 @@ def hash_cmd(ctx: Context, files: tuple[str, ...], no_variants: bool, no_feature
              workers: int | None) -> None:
     """Hash image and video files locally and print one JSON line per file; no image leaves
     the device."""
-    from hashsvc.pipeline import make_pool
-
     paths = list(_expand(files))
     video = _video_options(ctx.settings)
     jobs = [(p, not no_variants, ctx.settings.max_image_pixels, not no_features, video)
             for p in paths]
-    n = workers or ctx.settings.worker_count
-    if n <= 1 or len(jobs) < 4:
-        failed = _print_lines(map(_hash_one, jobs), sys.stdout, len(jobs))
-    else:
-        with make_pool(n) as pool:
-            failed = _print_lines(pool.map(_hash_one, jobs, chunksize=4), sys.stdout, len(jobs))
+    n = max(1, min(workers or ctx.settings.worker_count, len(jobs)))
+    try:
+        failed = _print_lines(_isolated_lines(jobs, n, ctx.settings), sys.stdout, len(jobs))
+    except HashsvcError as exc:
+        raise _fail(exc) from exc
     if failed:
         click.echo(f"hashsvc hash: {failed} of {len(jobs)} files could not be hashed", err=True)
         sys.exit(1)
+
+
+def _isolated_lines(jobs: list[tuple[str, bool, int, bool, dict[str, Any]]], workers: int,
+                    settings: Settings) -> Iterator[dict[str, Any]]:
+    """The hash line of each job, in order, each file decoded in a child process under the
+    decoding limits (hashsvc.isolation): a file that crashes or hangs a decoder gets an error
+    line and the others are hashed."""
+    import tqdm
+
+    import hashsvc.pipeline  # noqa: F401 - imported once here, before children are forked
+    from hashsvc.isolation import DecodeLimits, IsolatedPool, start_method
+
+    tqdm.tqdm.monitor_interval = 0  # no monitor thread: a replacement child may be forked later
+    with IsolatedPool(workers, _hash_one, DecodeLimits.from_settings(settings),
+                      method=start_method()) as pool:
+        for i in range(0, len(jobs), 4):
+            pool.submit([(i + j, job) for j, job in enumerate(jobs[i:i + 4])])
+        done: dict[int, dict[str, Any]] = {}
+        following = 0
+        while following < len(jobs):
+            outcomes = pool.collect()
+            if not outcomes:
+                raise HashsvcError("hash: the decoding processes lost a file's result")
+            for outcome in outcomes:
+                assert isinstance(outcome.key, int)
+                done[outcome.key] = outcome.result if outcome.failure is None else {
+                    "file": outcome.item[0], "error": outcome.failure, "stage": "decode"}
+            while following in done:
+                yield done.pop(following)
+                following += 1
 
 
 def _print_lines(results: Iterable[dict[str, Any]], out: TextIO, total: int) -> int:
@@ -263,11 +297,19 @@ def withdraw(ctx: Context, case_ref: str, yes: bool) -> None:
                    "verification report (each file gone or present, and new matches).")
 @click.option("--examiner", default=None,
               help="With --verify-against: the examiner named (default: the login name).")
+@click.option("--resume", "resume_id", default=None, metavar="SCAN_ID",
+              help="Continue a scan of SOURCE that stopped (a full disk, a crash): it is run "
+                   "again under the same id, and what it had recorded is kept, not repeated.")
 @pass_ctx
 def scan(ctx: Context, source: str, report_path: str, label: str | None, workers: int | None,
-         quiet: bool, verify_against: str | None, examiner: str | None) -> None:
+         quiet: bool, verify_against: str | None, examiner: str | None,
+         resume_id: str | None) -> None:
     """Scan SOURCE against the bank: a folder, an archive (archives nest), a disk image (raw or
     E01), a phone extraction or cloud export, or s3://bucket/prefix."""
+    import uuid
+
+    from sqlalchemy.exc import SQLAlchemyError
+
     from hashsvc.pipeline import run_scan
     from hashsvc.report import build_report, write_report
 
@@ -288,17 +330,40 @@ def scan(ctx: Context, source: str, report_path: str, label: str | None, workers
         except HashsvcError as exc:
             raise _fail(exc) from exc
     settings = ctx.settings.replace(workers=workers) if workers else ctx.settings
+    scan_id = resume_id or str(uuid.uuid4())
+    if resume_id is not None:
+        try:
+            previous = ctx.store.get_scan(resume_id)
+        except HashsvcError as exc:
+            raise _fail(exc) from exc
+        if previous.source != source:
+            raise click.ClickException(f"scan {resume_id} is of {previous.source}, not {source}")
     try:
         with ScanProgress(disable=quiet) as progress:
-            scan_id = run_scan(ctx.store, settings, source, label, progress)
+            run_scan(ctx.store, settings, source, label, progress, scan_id=scan_id)
     except HashsvcError as exc:  # the source cannot be opened: say why, without a traceback
         raise _fail(exc) from exc
+    except (OSError, SQLAlchemyError) as exc:  # a full disk, a lost database
+        raise click.ClickException(
+            f"scan {scan_id} stopped: {_store_failure(exc, settings)}. What it recorded is "
+            f"kept; once that is fixed, continue it with: hashsvc scan {source} --report "
+            f"{report_path} --resume {scan_id}") from exc
     report = build_report(ctx.store, scan_id)
     if original is not None:
         _write_verification(ctx, original, scan_id, examiner, report_path)
         return
     write_report(report, report_path)
     click.echo(summary_text(report), err=True)
+
+
+def _store_failure(exc: BaseException, settings: Settings) -> str:
+    """One line on why the store (or the data folder) failed a scan."""
+    import errno
+
+    orig = getattr(exc, "orig", None) or exc
+    text = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    full = "disk is full" in text or getattr(orig, "errno", None) == errno.ENOSPC
+    return f"{text} (no space left in {settings.data_path})" if full else text
 
 
 def _write_verification(ctx: Context, original: Any, scan_id: str, examiner: str | None,

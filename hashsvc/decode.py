@@ -51,7 +51,21 @@ PIL_FORMATS = {
     "heif": "HEIF", "avif": "AVIF",
 }
 
+#: Formats that plugins added (:func:`register_format`): sniffed name -> magic bytes at offset 0.
+_PLUGIN_MAGIC: dict[str, bytes] = {}
+
 _heif_registered = False
+
+
+def register_format(name: str, magic: bytes, pil_format: str) -> None:
+    """Let :func:`decode` accept a format that a Pillow plugin adds: content starting with
+    ``magic`` sniffs as ``name`` and is opened by that plugin alone. Plugins are imported in
+    the decoding processes by the ``decode_plugins`` setting (hashsvc.isolation); the tests'
+    hostile formats (tests/hostile_plugin.py) come in this way."""
+    if not magic or name in PIL_FORMATS and PIL_FORMATS[name] != pil_format:
+        raise ValueError(f"cannot register image format {name!r}")
+    PIL_FORMATS[name] = pil_format
+    _PLUGIN_MAGIC[name] = bytes(magic)
 
 
 def _register_heif() -> None:
@@ -81,6 +95,9 @@ def sniff(head: bytes) -> str | None:
         return "bmp"
     if head[4:8] == b"ftyp":
         return _sniff_iso_bmff(head)
+    for name, magic in _PLUGIN_MAGIC.items():
+        if head.startswith(magic):
+            return name
     return None
 
 

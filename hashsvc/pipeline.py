@@ -1,19 +1,22 @@
 """The scan pipeline: walk a source, hash every file on every core, match, record.
 
 Embedded mode calls :func:`run_scan` inline; the service's RQ jobs call :func:`scan_items` on
-batches. Decoding happens in worker processes so that a decoder that crashes costs one file,
-and results are written idempotently so that a repeated batch changes nothing.
+batches. Decoding happens in child processes under memory, CPU-time and wall-clock limits
+(:mod:`hashsvc.isolation`), so that a decoder that crashes or hangs costs one file, and results
+are written idempotently so that a repeated batch changes nothing.
 """
 
 from __future__ import annotations
 
+import functools
 import io
+import logging
 import multiprocessing
 import os
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator
 
 from hashsvc.decode import HEIF_THUMBNAIL_MIN_SIDE, decode, sniff
@@ -21,6 +24,8 @@ from hashsvc.features import extract, from_bytes, to_bytes
 from hashsvc.errors import DecodeError, HashsvcError
 from hashsvc.hashing import HashSet, exact_hashes, hash_picture
 from hashsvc.embedded import embedded_pictures
+from hashsvc.isolation import DecodeLimits, IsolatedPool, Outcome, extend_budget, \
+    memory_limit_message
 from hashsvc.locators import Link, Locator
 from hashsvc.matching import BankMatcher, Candidate
 from hashsvc.settings import Settings
@@ -35,6 +40,8 @@ EMBEDDED_KINDS = frozenset({"exif-thumbnail", "heif-thumbnail"})
 
 #: Stage of the problem recorded for a video that was hashed only in part (a decoding limit).
 VIDEO_LIMIT_STAGE = "video-limit"
+
+log = logging.getLogger(__name__)
 
 @dataclass
 class Task:
@@ -117,6 +124,7 @@ def _hash_data(task: Task, data: bytes) -> FileResult:
     if fmt is None:
         video_fmt = sniff_video(data[:SNIFF_BYTES])
         if video_fmt is not None:
+            extend_budget(task.video_time_budget)  # the video decoder keeps its own budget
             return _hash_video(task, video_fmt, io.BytesIO(data), exact, len(data))
         if data and is_video_name(task.name):
             return FileResult(task.key, "error", size=len(data), stage="sniff", exact=exact,
@@ -132,8 +140,14 @@ def _hash_data(task: Task, data: bytes) -> FileResult:
             HEIF_THUMBNAIL_MIN_SIDE if task.heif_thumbnails else None))
         hs = hash_picture(picture, exact, len(data))
     except DecodeError as exc:
+        # decode() reports a MemoryError as a DecodeError caused by it: in a decoding child
+        # that is the memory limit (hashsvc.isolation).
+        message = memory_limit_message() if isinstance(exc.__cause__, MemoryError) else str(exc)
         return FileResult(task.key, "error", size=len(data), stage="decode",
-                          message=str(exc), exact=exact, format_sniffed=fmt)
+                          message=message, exact=exact, format_sniffed=fmt)
+    except MemoryError:
+        return FileResult(task.key, "error", size=len(data), stage="decode",
+                          message=memory_limit_message(), exact=exact, format_sniffed=fmt)
     except Exception as exc:  # noqa: BLE001 - a decoder bug must cost one file, not the scan
         return FileResult(task.key, "error", size=len(data), stage="decode",
                           message=f"decoder failed: {type(exc).__name__}: {exc}", exact=exact,
@@ -142,10 +156,11 @@ def _hash_data(task: Task, data: bytes) -> FileResult:
     if task.features:
         try:
             features = to_bytes(extract(picture.image))
-        except (ValueError, cv2_error()) as exc:
+        except (ValueError, MemoryError, cv2_error()) as exc:
             # The hashes stand; only the second stage is lost for this file, and recorded.
+            why = memory_limit_message() if isinstance(exc, MemoryError) else exc
             return FileResult(task.key, "hashed", hashset=hs, size=len(data), exact=exact,
-                              stage="features", message=f"local features failed: {exc}",
+                              stage="features", message=f"local features failed: {why}",
                               format_sniffed=fmt)
     return FileResult(task.key, "hashed", hashset=hs, size=len(data), exact=exact,
                       features=features, format_sniffed=fmt)
@@ -159,6 +174,7 @@ def _video_on_disk(task: Task) -> FileResult | None:
             fmt = sniff_video(fh.read(SNIFF_BYTES))
             if fmt is None:
                 return None
+            extend_budget(task.video_time_budget)  # before reading it whole: it may be long
             fh.seek(0)
             exact, size = file_hashes(fh)
             fh.seek(0)
@@ -182,6 +198,9 @@ def _hash_video(task: Task, fmt: str, fh: IO[bytes], exact: dict[str, str],
     except DecodeError as exc:
         return FileResult(task.key, "error", size=size, stage="decode", message=str(exc),
                           exact=exact, format_sniffed=fmt)
+    except MemoryError:
+        return FileResult(task.key, "error", size=size, stage="decode",
+                          message=memory_limit_message(), exact=exact, format_sniffed=fmt)
     except Exception as exc:  # noqa: BLE001 - a decoder bug must cost one file, not the scan
         return FileResult(task.key, "error", size=size, stage="decode",
                           message=f"video decoder failed: {type(exc).__name__}: {exc}",
@@ -225,7 +244,21 @@ def _task_bytes(task: Task) -> bytes:
         if task.max_file_bytes and size > task.max_file_bytes:
             raise HashsvcError(f"file of {size:,} bytes is over the limit of "
                                f"{task.max_file_bytes:,} bytes")
-        return fh.read(task.max_file_bytes + 1 if task.max_file_bytes else -1)
+        # read(n) reserves n bytes up front, so ask for what fstat promised and one byte more
+        # (never for the limit itself: a decoding child's address space is limited); a file
+        # that grew since is read on, up to the limit.
+        cap = task.max_file_bytes + 1 if task.max_file_bytes else None
+        data = fh.read(size + 1 if cap is None else min(size + 1, cap))
+        if len(data) <= size:
+            return data
+        parts, got = [data], len(data)
+        while cap is None or got < cap:
+            block = fh.read(1 << 20 if cap is None else min(1 << 20, cap - got))
+            if not block:
+                break
+            parts.append(block)
+            got += len(block)
+        return b"".join(parts)
 
 
 def _message(exc: BaseException) -> str:
@@ -389,7 +422,8 @@ def _match_row(lh: str, cand: Candidate) -> dict[str, Any]:
 
 
 def make_pool(workers: int) -> ProcessPoolExecutor:
-    """A pool of decode/hash processes, started with forkserver (no inherited locks)."""
+    """A plain pool of processes started with forkserver (no inherited locks), without the
+    decoding limits: for trusted work only. Untrusted bytes go to :class:`Hasher`."""
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["hashsvc.pipeline"])
     return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_one_thread)
@@ -402,65 +436,98 @@ def _one_thread() -> None:
     cv2.setNumThreads(1)
 
 
+#: A 1x1 grey PNG, decoded by each decoding child before its limits are set.
+_WARM_UP_PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08"
+                b"\x00\x00\x00\x00:~\x9bU\x00\x00\x00\nIDATx\x9cc`\x00\x00\x00\x02\x00\x01"
+                b"H\xaf\xa4q\x00\x00\x00\x00IEND\xaeB`\x82")
+
+
+def _init_decoder() -> None:
+    """Set up a decoding child: one OpenCV thread, and the lazy set-up of the decoders done
+    once (so that the memory limit, set next, is counted from a warm process)."""
+    _one_thread()
+    process_task(Task("warm-up", data=_WARM_UP_PNG, name="warm-up.png"))
+
+
+def _first_result(fn: Callable[[list[Task]], list[FileResult]], task: Task) -> FileResult:
+    """Run a chunk function on one task (a decoding child answers file by file)."""
+    return fn([task])[0]
+
+
+def failed_result(task: Task, message: str) -> FileResult:
+    """The error result of a file whose decoding child died or ran out of time.
+
+    Its exact hashes are computed here (reading bytes is safe; decoding them was not), so the
+    file still matches a registration by sha256 or md5 and the report identifies it.
+    """
+    exact: dict[str, str] = {}
+    size: int | None = None
+    try:
+        if task.data is not None:
+            exact, size = exact_hashes(task.data), len(task.data)
+        elif task.path is not None:
+            with open(task.path, "rb") as fh:
+                exact, size = file_hashes(fh)
+    except OSError:
+        pass
+    return FileResult(task.key, "error", size=size, stage="decode", message=message,
+                      exact=exact)
+
+
 class Hasher:
-    """Runs tasks on a process pool with bounded memory, surviving crashed workers."""
+    """Runs tasks in isolated decoding children (:mod:`hashsvc.isolation`): a file that crashes
+    a decoder, hangs it or makes it allocate without end costs itself, recorded as an error;
+    every other file, those of the same chunk too, is hashed. Memory stays bounded: at most
+    ``2 * workers + 2`` chunks are queued or running."""
 
     def __init__(self, workers: int, chunk_size: int,
-                 fn: Callable[[list[Task]], list[FileResult]] = process_chunk) -> None:
+                 fn: Callable[[list[Task]], list[FileResult]] = process_chunk,
+                 limits: DecodeLimits | None = None, method: str = "forkserver") -> None:
         self.workers = workers
         self.chunk_size = chunk_size
         self.fn = fn
-        self.pool = make_pool(workers)
-        self.pending: dict[Future[list[FileResult]], list[Task]] = {}
+        self.limits = limits if limits is not None else DecodeLimits()
+        self.pool = IsolatedPool(workers, functools.partial(_first_result, fn), self.limits,
+                                 method=method, initializer=_init_decoder)
 
     def close(self) -> None:
-        """Stop the worker processes."""
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the decoding children (killing any still busy)."""
+        self.pool.close()
 
     def submit(self, tasks: list[Task]) -> Iterator[FileResult]:
-        """Submit a chunk; yields results of chunks that finished while waiting for room."""
-        self.pending[self.pool.submit(self.fn, tasks)] = tasks
-        while len(self.pending) >= 2 * self.workers + 2:
-            yield from self._collect(FIRST_COMPLETED)
+        """Submit a chunk; yields results that came in while waiting for room."""
+        self.pool.submit([(t.key, t) for t in tasks])
+        while self.pool.chunks_pending >= 2 * self.workers + 2:
+            yield from self._results(self.pool.collect())
 
     def drain(self) -> Iterator[FileResult]:
         """Results of every chunk still running."""
-        while self.pending:
-            yield from self._collect(FIRST_COMPLETED)
+        while True:
+            outcomes = self.pool.collect()
+            if not outcomes:
+                return
+            yield from self._results(outcomes)
 
-    def _collect(self, when: str) -> Iterator[FileResult]:
-        """Wait for chunks and yield their results; on a crashed pool, retry file by file."""
-        done, _ = wait(list(self.pending), return_when=when)
-        broken: list[Task] = []
-        for fut in done:
-            tasks = self.pending.pop(fut)
-            try:
-                yield from fut.result()
-            except BrokenProcessPool:
-                broken.extend(tasks)
-        if broken:
-            broken.extend(t for ts in self.pending.values() for t in ts)
-            self.pending.clear()
-            yield from self._retry_alone(broken)
+    @staticmethod
+    def _results(outcomes: list[Outcome]) -> Iterator[FileResult]:
+        """File results of the pool's outcomes; a failure becomes an error result."""
+        for outcome in outcomes:
+            if outcome.failure is None:
+                yield outcome.result
+            else:
+                yield failed_result(outcome.item, outcome.failure)
 
-    def _retry_alone(self, tasks: list[Task]) -> Iterator[FileResult]:
-        """After a worker died, run each affected file alone so only the culprit fails."""
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        for task in tasks:
-            pool = make_pool(1)
-            try:
-                yield from pool.submit(self.fn, [task]).result()
-            except BrokenProcessPool:
-                yield FileResult(task.key, "error", stage="decode",
-                                 message="the decoder crashed the worker process on this file")
-            finally:
-                pool.shutdown(wait=False, cancel_futures=True)
-        self.pool = make_pool(self.workers)
+
+def make_hasher(settings: Settings, workers: int | None = None,
+                method: str = "forkserver") -> Hasher:
+    """A :class:`Hasher` with the settings' chunk size and decoding limits."""
+    return Hasher(settings.worker_count if workers is None else workers, settings.chunk_size,
+                  limits=DecodeLimits.from_settings(settings), method=method)
 
 
 class InlineHasher:
-    """Runs tasks in this process, one after another: for RQ workers, where the worker process
-    is itself the unit of parallelism, and for tests."""
+    """Runs tasks in this process, one after another, without isolation: a decoder that
+    crashes takes this process with it. For tests and trusted input only."""
 
     def __init__(self, fn: Callable[[list[Task]], list[FileResult]] = process_chunk) -> None:
         self.fn = fn
@@ -483,17 +550,65 @@ def run_scan(store: Store, settings: Settings, source: str, label: str | None = 
     """Scan ``source`` against the bank inline (embedded mode); returns the scan id."""
     scan_id = store.create_scan(source, label, {"matching": settings.matching_summary()},
                                 scan_id)
-    matcher = BankMatcher(store, settings)
-    store.set_scan_state(scan_id, "running", bank_cursor=matcher.cursor)
-    recorder = Recorder(store, scan_id, matcher)
+    reserve = _reserve_space(store, settings)
     try:
+        matcher = BankMatcher(store, settings)
+        store.set_scan_state(scan_id, "running", bank_cursor=matcher.cursor)
+        recorder = Recorder(store, scan_id, matcher)
         scan_items(walk(source, settings.limits), recorder, settings, progress)
     except BaseException:
-        recorder.flush()
-        store.set_scan_state(scan_id, "failed")
+        _mark_failed(store, scan_id, reserve)
         raise
     store.set_scan_state(scan_id, "done")
     return scan_id
+
+
+#: Space an embedded scan keeps in the data folder (a file of this name and size) so that, when
+#: the disk fills up under it, it can still record that it failed: the file is deleted then, and
+#: taken again by the next scan.
+RESERVE_NAME = "reserved-space"
+RESERVE_BYTES = 1 << 20
+
+
+def _reserve_space(store: Store, settings: Settings) -> Path | None:
+    """The embedded store's reserve file, allocated if missing (None: PostgreSQL, or no room)."""
+    if store.engine.dialect.name != "sqlite":
+        return None
+    path = settings.data_path / RESERVE_NAME
+    try:
+        if path.stat().st_size >= RESERVE_BYTES:
+            return path
+    except OSError:
+        pass
+    try:
+        with open(path, "wb") as fh:
+            os.posix_fallocate(fh.fileno(), 0, RESERVE_BYTES)
+    except OSError as exc:
+        log.warning("could not reserve %d bytes in %s: %s", RESERVE_BYTES, path.parent, exc)
+        path.unlink(missing_ok=True)
+        return None
+    return path
+
+
+def _mark_failed(store: Store, scan_id: str, reserve: Path | None = None) -> None:
+    """Record that a scan stopped. On a full disk the store may take no write at all: the
+    reserve file is given up so that this one can be made."""
+    for attempt in range(2):
+        try:
+            store.set_scan_state(scan_id, "failed")
+            return
+        except Exception as exc:  # noqa: BLE001 - the error that stopped the scan is raised
+            if attempt == 0 and reserve is not None and reserve.exists():
+                reserve.unlink()
+                continue
+            log.warning("could not record scan %s as failed: %s", scan_id, _first_line(exc))
+            return
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error's message (a database error's own, without SQL)."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def scan_items(items: Iterable[Any], recorder: Recorder, settings: Settings,
@@ -501,7 +616,7 @@ def scan_items(items: Iterable[Any], recorder: Recorder, settings: Settings,
                hasher: Hasher | InlineHasher | None = None) -> ScanTotals:
     """Hash and record every item of a walk; the core loop shared by every mode."""
     if hasher is None:
-        hasher = Hasher(settings.worker_count, settings.chunk_size)
+        hasher = make_hasher(settings)
     locators: dict[str, Locator] = {}
     chunk: list[Task] = []
 
@@ -533,9 +648,16 @@ def scan_items(items: Iterable[Any], recorder: Recorder, settings: Settings,
         if chunk:
             consume(hasher.submit(chunk))
         consume(hasher.drain())
-    finally:
+    except BaseException:
         hasher.close()
-        recorder.flush()
+        try:
+            recorder.flush()  # keep what was found before the failure
+        except Exception as exc:  # noqa: BLE001 - the failure that stopped the scan is raised
+            log.warning("could not record the last results before the scan stopped: %s",
+                        _first_line(exc))
+        raise
+    hasher.close()
+    recorder.flush()
     return recorder.totals
 
 

@@ -25,6 +25,7 @@ class Settings:
 
     data_dir: str
     database_url: str
+    db_retry_seconds: float
     redis_url: str
     workers: int
     chunk_size: int
@@ -45,6 +46,10 @@ class Settings:
     max_video_seconds: float
     video_time_budget: float
     max_file_bytes: int
+    decode_memory_mb: int
+    decode_cpu_seconds: float
+    decode_timeout_seconds: float
+    decode_plugins: str
     max_archive_depth: int
     max_archive_members: int
     max_expanded_bytes: int

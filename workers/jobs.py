@@ -25,7 +25,8 @@ from rq.serializers import JSONSerializer
 
 from hashsvc.errors import SourceError
 from hashsvc.matching import BankMatcher
-from hashsvc.pipeline import (Hasher, InlineHasher, Recorder, Task, process_task,
+from hashsvc.isolation import start_method
+from hashsvc.pipeline import (Hasher, InlineHasher, Recorder, Task, make_hasher, process_task,
                               scan_items)
 from hashsvc.settings import Settings, load_settings
 from hashsvc.sources import open_source
@@ -283,9 +284,10 @@ def run_batch(ctx: JobContext, scan_id: str, batch_no: int,
         progress.finish_batch(store, scan_id, batch_no, "cancelled")
         return "cancelled"
     if hasher is None:
-        # A retried batch may hold a file that crashes the decoder (and so the worker): a retry
-        # decodes in a child process, where such a file costs itself, not the batch.
-        hasher = InlineHasher() if claim.attempt == 1 else Hasher(1, settings.chunk_size)
+        # Untrusted bytes are decoded in a child process under the decoding limits
+        # (hashsvc.isolation), so a file that crashes or hangs a decoder costs that file, not
+        # the batch. An RQ work-horse is single-threaded, so the child is forked from it warm.
+        hasher = make_hasher(settings, workers=1, method=start_method())
     ctx.matcher.refresh()  # new registrations match, withdrawn ones stop matching
     watch = CancelWatch(store, scan_id, checked=True)
     source = open_source(claim.source, settings.limits)
@@ -333,8 +335,11 @@ def run_inline(settings: Settings, scan_id: str) -> str:
         return close(ctx.store, scan_id)
     except Exception as exc:
         log.exception("scan %s failed", scan_id)
-        progress.add_scan_error(ctx.store, scan_id, f"{type(exc).__name__}: {exc}")
-        ctx.store.set_scan_state(scan_id, "failed")
+        try:
+            progress.add_scan_error(ctx.store, scan_id, f"{type(exc).__name__}: {exc}")
+            ctx.store.set_scan_state(scan_id, "failed")
+        except Exception:  # noqa: BLE001 - a full disk or a lost database: logged above
+            log.exception("could not record scan %s as failed", scan_id)
         return "failed"
     finally:
         ctx.close()
@@ -346,8 +351,7 @@ def _run_batch_with_retries(ctx: JobContext, scan_id: str, batch_no: int) -> Non
     for attempt in range(ctx.settings.job_retries + 1):
         try:
             # Embedded mode has no worker processes, so each batch hashes on every core.
-            run_batch(ctx, scan_id, batch_no,
-                      Hasher(ctx.settings.worker_count, ctx.settings.chunk_size))
+            run_batch(ctx, scan_id, batch_no, make_hasher(ctx.settings))
             return
         except Exception as exc:
             log.warning("scan %s batch %d attempt %d failed: %s", scan_id, batch_no,

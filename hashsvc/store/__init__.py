@@ -1,18 +1,24 @@
 """The store: the bank of registered hashes and the results of scans, in SQL.
 
 Every write that a retried job could repeat is an insert that ignores conflicts on a natural
-unique key, so doing it twice changes nothing.
+unique key, so doing it twice changes nothing. On PostgreSQL, the operations a scan relies on
+(marked :func:`retry_on_disconnect`) ride out a server restart: when the connection drops or
+new connections are refused they run again, for up to ``db_retry_seconds``.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, func, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,6 +33,42 @@ EXACT = ("sha256", "md5")
 FEATURES = "orb"
 #: PostgreSQL advisory lock key held by writers of the change log (see Store.lock_feed).
 _FEED_LOCK = 0x68617368_0001
+
+#: SQLSTATEs of a server going away or not yet back: admin_shutdown, crash_shutdown,
+#: cannot_connect_now (and class 08, connection exceptions).
+_GONE_SQLSTATES = ("57P01", "57P02", "57P03")
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def retry_on_disconnect(fn: F) -> F:
+    """Run a store operation again while PostgreSQL is unreachable (its first argument is the
+    :class:`Store`), for up to the store's ``retry_seconds``; then the error stands.
+
+    Only for operations that are safe to repeat even when the first attempt's commit went
+    through unacknowledged: reads, inserts that ignore conflicts and plain updates (an
+    appended error line or a batch's attempt counter may, rarely, count one more).
+    """
+    @functools.wraps(fn)
+    def wrapper(store: "Store", *args: Any, **kwargs: Any) -> Any:
+        delay, deadline = 0.1, None
+        while True:
+            try:
+                return fn(store, *args, **kwargs)
+            except DBAPIError as exc:
+                if not store.is_disconnect(exc):
+                    raise
+                now = time.monotonic()
+                deadline = deadline if deadline is not None else now + store.retry_seconds
+                if now >= deadline:
+                    raise
+                log.warning("database unreachable in %s (%s); retrying", fn.__name__,
+                            str(exc.orig).strip().splitlines()[0] if exc.orig else exc)
+                time.sleep(min(delay, deadline - now))
+                delay = min(delay * 2, 2.0)
+    return wrapper  # type: ignore[return-value]
 
 
 def locator_hash(key: str) -> str:
@@ -83,10 +125,12 @@ def make_engine(url: str) -> Engine:
 class Store:
     """Bank and scan records behind narrow methods; the only code that writes SQL."""
 
-    def __init__(self, engine: Engine, feature_key_path: Path | None = None) -> None:
+    def __init__(self, engine: Engine, feature_key_path: Path | None = None,
+                 retry_seconds: float = 30.0) -> None:
         self.engine = engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
         self.feature_key_path = feature_key_path
+        self.retry_seconds = retry_seconds
         self._cipher: Any = None
 
     @classmethod
@@ -95,7 +139,22 @@ class Store:
         engine = make_engine(settings.db_url)
         if upgrade:
             migrate.upgrade(engine)
-        return cls(engine, settings.feature_key_path)
+        return cls(engine, settings.feature_key_path, settings.db_retry_seconds)
+
+    def is_disconnect(self, exc: DBAPIError) -> bool:
+        """Whether an error means PostgreSQL dropped the connection or refuses new ones (a
+        restart, a failover): worth retrying. Never for SQLite (a full disk stays full)."""
+        if self.engine.dialect.name != "postgresql":
+            return False
+        if exc.connection_invalidated:
+            return True
+        import psycopg
+
+        if not isinstance(exc.orig, psycopg.OperationalError):
+            return False
+        state = getattr(exc.orig, "sqlstate", None)
+        # No SQLSTATE: the connection itself failed (refused, reset, closed by the server).
+        return state is None or state.startswith("08") or state in _GONE_SQLSTATES
 
     @property
     def cipher(self) -> Any:
@@ -336,6 +395,7 @@ class Store:
             case.features_consent = False
             return len(image_ids)
 
+    @retry_on_disconnect
     def bank_cursor(self) -> int:
         """The newest change sequence number (0 for an empty bank)."""
         with self.sessions() as session:
@@ -356,12 +416,14 @@ class Store:
                 yield [(r[0], r[1], r[2], r[3]) for r in rows]
                 last = rows[-1][0]
 
+    @retry_on_disconnect
     def count_hashes(self, algorithm: str) -> int:
         """How many live hashes of one algorithm the bank holds."""
         with self.sessions() as session:
             return int(session.execute(select(func.count()).select_from(BankHash)
                                        .where(BankHash.algorithm == algorithm)).scalar() or 0)
 
+    @retry_on_disconnect
     def bank_changes(self, after: int, limit: int = 100_000) -> list[BankChangeRow]:
         """Changes after cursor ``after``, oldest first (value is None once withdrawn)."""
         with self.sessions() as session:
@@ -373,6 +435,7 @@ class Store:
                 .where(BankChange.seq > after).order_by(BankChange.seq).limit(limit)).all()
         return [BankChangeRow(*r) for r in rows]
 
+    @retry_on_disconnect
     def exact_lookup(self, algorithm: str, values: Sequence[str]) -> dict[str, list[int]]:
         """Registered image ids whose exact hash equals each value."""
         out: dict[str, list[int]] = {}
@@ -386,6 +449,7 @@ class Store:
                     out.setdefault(value, []).append(image_id)
         return out
 
+    @retry_on_disconnect
     def image_details(self, image_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         """For each image id: case reference and its hashes by algorithm and variant."""
         ids = sorted(set(image_ids))
@@ -443,6 +507,7 @@ class Store:
 
     # -- scans -----------------------------------------------------------------------------
 
+    @retry_on_disconnect
     def create_scan(self, source: str, label: str | None, settings: Mapping[str, Any],
                     scan_id: str | None = None, org_id: int | None = None) -> str:
         """Record a new scan (of ``org_id``'s, in the service) and return its id."""
@@ -453,6 +518,7 @@ class Store:
                 "created_at": utcnow(), "settings": dict(settings), "org_id": org_id}])
         return scan_id
 
+    @retry_on_disconnect
     def set_scan_state(self, scan_id: str, state: str, bank_cursor: int | None = None) -> None:
         """Move a scan to ``state`` (running, done, failed, cancelled), stamping the time."""
         values: dict[str, Any] = {"state": state}
@@ -465,6 +531,7 @@ class Store:
         with self.sessions.begin() as session:
             session.execute(update(Scan).where(Scan.id == scan_id).values(**values))
 
+    @retry_on_disconnect
     def get_scan(self, scan_id: str) -> Scan:
         """The scan row, or :class:`NotFound`."""
         with self.sessions() as session:
@@ -473,6 +540,7 @@ class Store:
                 raise NotFound(f"no scan {scan_id}")
             return scan
 
+    @retry_on_disconnect
     def record_results(self, scan_id: str, files: Sequence[Mapping[str, Any]],
                        matches: Sequence[Mapping[str, Any]],
                        problems: Sequence[Mapping[str, Any]]) -> None:
@@ -483,6 +551,7 @@ class Store:
             self._insert_ignore(session, ScanProblem,
                                 [{"scan_id": scan_id, **p} for p in problems])
 
+    @retry_on_disconnect
     def record_evidence(self, scan_id: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """Record evidence items a scan opened; an item recorded before is kept as it was."""
         with self.sessions.begin() as session:
@@ -495,6 +564,7 @@ class Store:
                                         .where(ScanEvidence.scan_id == scan_id)
                                         .order_by(ScanEvidence.path)))
 
+    @retry_on_disconnect
     def scan_counts(self, scan_id: str) -> dict[str, Any]:
         """Files by status, matches, errors and skipped files by reason."""
         with self.sessions() as session:

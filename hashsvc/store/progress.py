@@ -1,7 +1,8 @@
 """Bookkeeping of distributed scans in SQL: batch rows, cancellation, errors and progress.
 
 Every write here may be repeated by a retried job: batch rows are inserted ignoring conflicts
-and state changes are plain updates, so doing one twice changes nothing.
+and state changes are plain updates, so doing one twice changes nothing; each function rides
+out a PostgreSQL restart (:func:`hashsvc.store.retry_on_disconnect`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, Sequence
 from sqlalchemy import func, select, update
 
 from hashsvc.errors import NotFound
-from hashsvc.store import Store
+from hashsvc.store import Store, retry_on_disconnect
 from hashsvc.store.models import Scan, ScanBatch, ScanFile, ScanMatch, ScanProblem, utcnow
 
 #: States after which a scan changes no more.
@@ -23,6 +24,7 @@ FINAL_STATES = ("done", "failed", "cancelled")
 BATCH_FINAL_STATES = ("done", "failed", "cancelled")
 
 
+@retry_on_disconnect
 def add_batch(store: Store, scan_id: str, batch_no: int, entries: Sequence[Any]) -> None:
     """Record a batch of top-level entries; recording it again keeps the first row."""
     with store.sessions.begin() as session:
@@ -31,6 +33,7 @@ def add_batch(store: Store, scan_id: str, batch_no: int, entries: Sequence[Any])
             "entries": list(entries)}])
 
 
+@retry_on_disconnect
 def set_enumerated(store: Store, scan_id: str, files: int, batches_total: int | None) -> None:
     """Record how many top-level files were found so far, and the batch count once known."""
     values: dict[str, Any] = {"files_enumerated": files}
@@ -40,6 +43,7 @@ def set_enumerated(store: Store, scan_id: str, files: int, batches_total: int | 
         session.execute(update(Scan).where(Scan.id == scan_id).values(**values))
 
 
+@retry_on_disconnect
 def get_batch(store: Store, scan_id: str, batch_no: int) -> ScanBatch:
     """The batch row, or :class:`NotFound`."""
     with store.sessions() as session:
@@ -61,6 +65,7 @@ class BatchClaim:
     cancel_requested: bool
 
 
+@retry_on_disconnect
 def claim_batch(store: Store, scan_id: str, batch_no: int) -> BatchClaim:
     """Mark a batch running and count the attempt, unless it is final or its scan cancelled."""
     with store.sessions.begin() as session:
@@ -81,6 +86,7 @@ def claim_batch(store: Store, scan_id: str, batch_no: int) -> BatchClaim:
     return BatchClaim("running", int(attempt), entries, source, False)
 
 
+@retry_on_disconnect
 def finish_batch(store: Store, scan_id: str, batch_no: int, state: str) -> None:
     """Move a batch to a final state (done, failed or cancelled)."""
     assert state in BATCH_FINAL_STATES, state
@@ -90,6 +96,7 @@ def finish_batch(store: Store, scan_id: str, batch_no: int, state: str) -> None:
             .values(state=state, finished_at=utcnow()))
 
 
+@retry_on_disconnect
 def batch_states(store: Store, scan_id: str) -> dict[int, str]:
     """The state of every batch of a scan, by batch number."""
     with store.sessions() as session:
@@ -98,6 +105,7 @@ def batch_states(store: Store, scan_id: str) -> dict[int, str]:
     return {int(no): state for no, state in rows}
 
 
+@retry_on_disconnect
 def request_cancel(store: Store, scan_id: str) -> None:
     """Ask the scan's jobs to stop; they look between files and stop early."""
     with store.sessions.begin() as session:
@@ -107,6 +115,7 @@ def request_cancel(store: Store, scan_id: str) -> None:
         raise NotFound(f"no scan {scan_id}")
 
 
+@retry_on_disconnect
 def cancel_requested(store: Store, scan_id: str) -> bool:
     """Whether someone asked the scan to stop."""
     with store.sessions() as session:
@@ -114,6 +123,7 @@ def cancel_requested(store: Store, scan_id: str) -> bool:
                                     .where(Scan.id == scan_id)).scalar())
 
 
+@retry_on_disconnect
 def add_scan_error(store: Store, scan_id: str, message: str) -> None:
     """Append a line to the scan's error text (one line per failed batch or job)."""
     line = message.strip().replace("\n", " ")[:2000]
@@ -128,6 +138,7 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+@retry_on_disconnect
 def scan_progress(store: Store, scan_id: str) -> dict[str, Any]:
     """Where a scan stands, counted from the tables: files, images, candidates, batches.
 
