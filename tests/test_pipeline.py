@@ -178,3 +178,32 @@ def test_a_withdrawal_during_a_scan_stops_matching_at_the_next_flush(store: Stor
     store.withdraw_case("CASE-W")
     scanned("after.jpg")  # the same picture, a moment after the withdrawal
     assert [f.path for _, f in store.scan_matches(scan_id)] == ["before.jpg"]
+
+
+def test_pdq_is_searched_beyond_its_threshold_only_where_support_can_apply(
+        store: Store, settings: Settings) -> None:
+    """A PDQ-only query is searched to pdq_threshold (nothing farther could match it); one with
+    pHash and dHash is searched to pdq_support_threshold, where their agreement can decide."""
+    import random
+    from dataclasses import replace as with_
+
+    register(store, "CASE-R", "astronaut")
+    data = encode(photo("astronaut"), "JPEG", quality=95)
+    full = hash_bytes(data)
+    pdq = full.hashes["pdq"]
+
+    def flipped(bits: int) -> str:
+        mask = sum(1 << b for b in random.Random(bits).sample(range(256), bits))
+        return format(int(pdq, 16) ^ mask, "064x")
+
+    far = settings.pdq_threshold + 6
+    assert far <= settings.pdq_support_threshold
+    matcher = BankMatcher(store, settings, persist=False)
+    supported = with_(full, sha256="", md5="", hashes={**full.hashes, "pdq": flipped(far)})
+    pdq_only = with_(supported, hashes={"pdq": flipped(far)})
+    near_only = with_(supported, hashes={"pdq": flipped(settings.pdq_threshold - 2)})
+    found = matcher.match_many([supported, pdq_only, near_only])
+    assert [(c.algorithm, c.distance) for c in found[0]] == [("pdq+phash", far)]
+    assert found[1] == []
+    assert [(c.algorithm, c.distance) for c in found[2]] == [("pdq",
+                                                              settings.pdq_threshold - 2)]
