@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -153,15 +153,22 @@ def authenticate(store: Store, key: str) -> Principal | None:
     parts = split_key(key)
     if parts is None:
         return None
-    with store.sessions() as session:
-        row = session.execute(select(ApiKey, Org.name).join(Org, Org.id == ApiKey.org_id)
-                              .where(ApiKey.prefix == parts[0])).first()
+    # A plain Core query on a pooled connection: every API request runs it, and the ORM
+    # session's bookkeeping cost more than the query.
+    with store.engine.connect() as conn:
+        row = conn.execute(_KEY_QUERY, {"prefix": parts[0]}).first()
     if row is None:
         return None
-    api_key, org_name = row
-    if not hmac.compare_digest(api_key.key_hash, key_digest(key)) or api_key.revoked_at:
+    key_id, org_id, role, prefix, key_hash, revoked_at, org_name = row
+    if not hmac.compare_digest(key_hash, key_digest(key)) or revoked_at:
         return None
-    return Principal(api_key.id, api_key.org_id, org_name, api_key.role, api_key.prefix)
+    return Principal(key_id, org_id, org_name, role, prefix)
+
+
+_KEY_QUERY = (select(ApiKey.id, ApiKey.org_id, ApiKey.role, ApiKey.prefix, ApiKey.key_hash,
+                     ApiKey.revoked_at, Org.name)
+              .join(Org, Org.id == ApiKey.org_id)
+              .where(ApiKey.prefix == bindparam("prefix")))
 
 
 def set_bank_sync(store: Store, org: int | str, granted: bool, actor: Actor = Actor()) -> int:

@@ -63,6 +63,7 @@ class Settings:
     lookup_refresh_seconds: float
     api_secret: str
     rate_limit_per_minute: int
+    audit_lookup_seconds: float
     status_rate_limit: str
     status_max_failures: int
     status_lockout_seconds: int

@@ -61,7 +61,7 @@ def api_settings(base: Settings, tmp_path: Path, **changes: Any) -> Settings:
     evidence = tmp_path / "evidence"
     evidence.mkdir(exist_ok=True)
     values: dict[str, Any] = {"evidence_roots": str(evidence), "rate_limit_per_minute": 0,
-                              "status_rate_limit": "",
+                              "status_rate_limit": "", "audit_lookup_seconds": 0,
                               "lookup_refresh_seconds": 0.2, "workers": 1}
     values.update(changes)
     return base.replace(**values)
@@ -489,3 +489,31 @@ def test_requests_leave_audit_entries_even_when_refused(api: Api) -> None:
     assert [e["seq"] for e in second["entries"]] == [rows[0]["seq"] + 1, rows[0]["seq"] + 2]
     assert second["next_after"] == rows[0]["seq"] + 2
     assert api.call("GET", "/v1/audit?limit=0", "admin").status_code == 400
+
+
+def test_successful_lookups_are_audited_in_summaries(settings: Settings, tmp_path: Path) -> None:
+    """Lookups are the platforms' hot path: successful ones are audited as one entry per key per
+    audit_lookup_seconds; a refused one still gets its own entry at once."""
+    api = make_api(api_settings(settings, tmp_path, audit_lookup_seconds=0.3))
+    query = [{"algorithm": "pdq", "value": "0" * 64}, {"algorithm": "md5", "value": "0" * 32}]
+    for _ in range(5):
+        assert lookup(api, query).status_code == 200
+    assert lookup(api, query[:1], "platform_b").status_code == 200
+    assert api.call("POST", "/v1/lookup", "platform", json={"hashes": "x"}).status_code == 400
+    refused = audit.entries(api.store, 0, 10_000)[-1]
+    assert (refused.action, refused.details["status"]) == ("lookup", 400)
+
+    def summaries() -> list[Any]:
+        return [e for e in audit.entries(api.store, 0, 10_000)
+                if e.action == "lookup" and (e.details or {}).get("summary")]
+
+    found = eventually(lambda: len(summaries()) == 2 and summaries(), timeout=5.0)
+    assert found, "the lookup summaries were not written"
+    by_key = {e.key_id: e.details for e in found}
+    platform_key = accounts.authenticate(api.store, api.keys["platform"])
+    assert platform_key is not None
+    mine = by_key[platform_key.key_id]
+    assert (mine["requests"], mine["hashes"], mine["matched"]) == (5, 10, 0)
+    assert mine["first_at"] <= mine["last_at"]
+    assert audit.verify(api.store) == []
+    api.store.close()

@@ -550,6 +550,9 @@ def browser_page(chromium: Any, base: str, mobile: bool = False  # noqa: F811
     else:
         options.update(viewport={"width": 1280, "height": 900})
     context = chromium.new_context(**options)
+    # Generous: a PDF report or a scan on a busy 2-core machine can take a while; a real
+    # failure still fails, just later.
+    context.set_default_timeout(120_000)
     requests: list[Any] = []
     problems: list[str] = []
     context.on("request", lambda request: requests.append(request))

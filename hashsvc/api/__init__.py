@@ -30,6 +30,7 @@ class ApiState:
     settings: Settings
     store: Store
     limiter: Any = None  # flask-limiter's Limiter, made with the app
+    lookup_audit: Any = None  # LookupAuditBatch, when lookups are audited in summaries
     lookup_index: "LookupIndex | None" = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -53,6 +54,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     app.after_request(record_audit)
     shared.limiter = make_limiter(app, settings)
+    if settings.audit_lookup_seconds > 0:
+        from hashsvc.api.auth import LookupAuditBatch
+
+        shared.lookup_audit = LookupAuditBatch(shared.store, settings.audit_lookup_seconds)
     # Health checks are never limited; the victims' endpoints (no key) are limited per address.
     shared.limiter.exempt(health.bp)
     if settings.status_rate_limit:

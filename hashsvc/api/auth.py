@@ -9,6 +9,10 @@ entry whatever its outcome: "ok", "denied" (401, 403, 429, another org's record)
 
 from __future__ import annotations
 
+import atexit
+import logging
+import threading
+import time
 from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any, Callable, TypeVar, cast
@@ -21,6 +25,7 @@ from hashsvc.accounts import ROLES, Principal, authenticate, split_key
 from hashsvc.api import state
 from hashsvc.errors import NotFound
 from hashsvc.settings import Settings
+from hashsvc.store.models import utcnow
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -161,6 +166,64 @@ def not_found_for_other_org(kind: str, ident: object) -> NotFound:
     return NotFound(f"no {kind} {ident}")
 
 
+class LookupAuditBatch:
+    """Successful lookups, summed per key into one audit entry per ``window`` seconds.
+
+    A platform may send hundreds of lookups a second; an audit entry each (a chained insert)
+    cost more than the lookup itself. Refused and failed lookups are still audited one by one;
+    successful ones are written as ``lookup`` entries with ``requests``, ``hashes``,
+    ``matched`` and the first and last time, by a background thread every ``window`` seconds
+    and when the process exits. A process killed outright loses at most that window's
+    summary, never an entry about cases, scans or reports.
+    """
+
+    def __init__(self, store: Any, window: float) -> None:
+        self.store = store
+        self.window = window
+        self.lock = threading.Lock()
+        self.open: dict[tuple[int, int], dict[str, Any]] = {}
+        self.thread: threading.Thread | None = None
+
+    def add(self, org_id: int, key_id: int, details: dict[str, Any]) -> None:
+        """Count one successful lookup of a key."""
+        now = audit.utc_text(utcnow())
+        with self.lock:
+            entry = self.open.setdefault((org_id, key_id), {
+                "status": 200, "outcome": "ok", "method": "POST", "summary": True,
+                "requests": 0, "hashes": 0, "matched": 0, "first_at": now})
+            entry["requests"] += 1
+            entry["hashes"] += int(details.get("hashes", 0))
+            entry["matched"] += int(details.get("matched", 0))
+            entry["last_at"] = now
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="lookup-audit",
+                                               daemon=True)
+                self.thread.start()
+                atexit.register(self.flush)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.window)
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - kept for the next try; logged
+                logging.getLogger(__name__).exception("could not write lookup audit entries")
+
+    def flush(self) -> None:
+        """Write the summaries counted so far."""
+        with self.lock:
+            pending, self.open = self.open, {}
+        try:
+            for (org_id, key_id), details in pending.items():
+                audit.record(self.store, action="lookup", org_id=org_id, key_id=key_id,
+                             target_type="match", target_id=None, details=details)
+        except Exception:
+            with self.lock:  # put back what was not written, to try again
+                for key, details in pending.items():
+                    self.open.setdefault(key, details)
+            raise
+
+
 def record_audit(response: Response) -> Response:
     """After a request with a pending audit entry: append it with the outcome and caller."""
     pending: PendingAudit | None = g.pop("audit", None)
@@ -171,6 +234,11 @@ def record_audit(response: Response) -> Response:
     outcome = ("ok" if status < 400 else
                "denied" if status in (401, 403, 429) or "denied" in pending.details else
                "failed" if status >= 500 else "refused")
+    batch = state().lookup_audit
+    if (pending.action == "lookup" and outcome == "ok" and principal is not None
+            and batch is not None):
+        batch.add(principal.org_id, principal.key_id, pending.details)
+        return response
     audit.record(state().store, action=pending.action,
                  org_id=principal.org_id if principal else None,
                  key_id=principal.key_id if principal else None,
