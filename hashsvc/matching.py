@@ -37,10 +37,16 @@ class Candidate:
 
 
 def search_radius(settings: Settings) -> dict[str, int]:
-    """How far each algorithm's index must search for the decision rule to see every pair."""
-    radius = settings.thresholds()
-    radius["pdq"] = max(settings.pdq_threshold, settings.pdq_support_threshold)
-    return radius
+    """How far each algorithm's index must search for the decision rule to see every pair.
+
+    Each index is searched to its own threshold, PDQ's too, although the rule of
+    :func:`decide` accepts PDQ out to ``pdq_support_threshold`` where pHash and dHash agree:
+    such a pair has pHash within ``phash_threshold`` (computed over the same variant pairs as
+    the pHash index searches, :func:`pair_distances`), so the pHash index finds it. Searching
+    PDQ to 50 instead of 31 gave the same answers five times slower
+    (benchmarks/bench_lookup_cli.py --full-lines).
+    """
+    return settings.thresholds()
 
 
 def decide(distances: Mapping[str, int], settings: Settings, pdq_usable: bool = True
@@ -369,16 +375,15 @@ class BankMatcher:
         for name, index in self.indexes.items():
             if len(index) == 0:
                 continue
-            for radius, group in self._by_radius(name, hashsets).items():
-                rows = [(i, value) for i in group
-                        for value in query_values(hashsets[i], name, self.settings.trim_frames)]
-                if not rows:
-                    continue
-                found = index.search(hex_to_codes([v for _, v in rows], self.bits[name]),
-                                     radius)
-                for (i, _), (ids, _dist) in zip(rows, found):
-                    for image_id in (ids // VARIANT_SLOTS).tolist():
-                        near[i][image_id] = None
+            rows = [(i, value) for i, hs in enumerate(hashsets)
+                    for value in query_values(hs, name, self.settings.trim_frames)]
+            if not rows:
+                continue
+            found = index.search(hex_to_codes([v for _, v in rows], self.bits[name]),
+                                 self.radius[name])
+            for (i, _), (ids, _dist) in zip(rows, found):
+                for image_id in (ids // VARIANT_SLOTS).tolist():
+                    near[i][image_id] = None
         for exact in ("sha256", "md5"):
             values = [getattr(hs, exact) for hs in hashsets]
             hits = self.store.exact_lookup(exact, sorted(set(v for v in values if v)))
@@ -387,23 +392,6 @@ class BankMatcher:
                     near[i][image_id] = None
         self._fetch_details({image for n in near for image in n})
         return [self._decide_all(hs, list(n)) for hs, n in zip(hashsets, near)]
-
-    def _by_radius(self, name: str, hashsets: list[HashSet]) -> dict[int, list[int]]:
-        """The hash sets to search in one algorithm's index, grouped by how far to search.
-
-        PDQ is searched out to ``pdq_support_threshold`` only for hash sets that carry both
-        pHash and dHash: without them the support rule of :func:`decide` cannot apply, so
-        nothing beyond ``pdq_threshold`` could match (a PDQ-only lookup line, say). The answers
-        are the same; the search is several times cheaper.
-        """
-        full = self.radius[name]
-        if name != "pdq" or full <= self.settings.pdq_threshold:
-            return {full: list(range(len(hashsets)))}
-        groups: dict[int, list[int]] = {}
-        for i, hs in enumerate(hashsets):
-            supported = "phash" in hs.hashes and "dhash" in hs.hashes
-            groups.setdefault(full if supported else self.settings.pdq_threshold, []).append(i)
-        return groups
 
     def registrations(self, image_ids: set[int]) -> dict[int, int]:
         """The registered file of each bank row: a video for its frames, else the row itself."""

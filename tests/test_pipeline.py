@@ -180,10 +180,10 @@ def test_a_withdrawal_during_a_scan_stops_matching_at_the_next_flush(store: Stor
     assert [f.path for _, f in store.scan_matches(scan_id)] == ["before.jpg"]
 
 
-def test_pdq_is_searched_beyond_its_threshold_only_where_support_can_apply(
+def test_the_support_rule_still_matches_with_pdq_searched_to_its_threshold(
         store: Store, settings: Settings) -> None:
-    """A PDQ-only query is searched to pdq_threshold (nothing farther could match it); one with
-    pHash and dHash is searched to pdq_support_threshold, where their agreement can decide."""
+    """PDQ is searched only to pdq_threshold; a pair beyond it that pHash and dHash support is
+    still found (through the pHash index), and a PDQ-only query that far does not match."""
     import random
     from dataclasses import replace as with_
 
