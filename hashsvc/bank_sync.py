@@ -259,7 +259,7 @@ def check_query(item: Any) -> tuple[str, str, int | None]:
     if not isinstance(item, dict):
         raise InputError("expected an object with algorithm and value")
     algorithm, value, quality = item.get("algorithm"), item.get("value"), item.get("quality")
-    if algorithm not in HEX_DIGITS:
+    if not isinstance(algorithm, str) or algorithm not in HEX_DIGITS:  # a list is unhashable
         raise InputError(f"algorithm must be one of {', '.join(HEX_DIGITS)}")
     digits = HEX_DIGITS[algorithm]
     if (not isinstance(value, str) or len(value) != digits

@@ -154,7 +154,7 @@ def decode(data: bytes, max_pixels: int = 200_000_000, *,
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
         raise DecodeError(f"{fmt}: {exc}") from exc
     except (MemoryError, RecursionError, IndexError, KeyError, TypeError, ZeroDivisionError,
-            struct.error) as exc:
+            RuntimeError, struct.error) as exc:  # RuntimeError: Pillow's AVIF plugin
         # Hostile files reach corners of decoders that raise unexpected errors; every one of them
         # means "this file cannot be decoded", never a crashed scan.
         raise DecodeError(f"{fmt}: {type(exc).__name__}: {exc}") from exc

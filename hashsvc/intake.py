@@ -10,6 +10,7 @@ of two requests with the same code, one registers and the other is told the code
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -83,12 +84,16 @@ def create_link(store: Store, case_id: int, hours: int) -> NewLink:
 
 def check_code(store: Store, code: str) -> LinkCheck:
     """What a code opens, without using it."""
-    if not isinstance(code, str) or not code.strip() or len(code) > MAX_CODE:
+    if not isinstance(code, str) or not code.strip() or len(code) > MAX_CODE \
+            or "\x00" in code or not code.isascii():  # every code of ours is ASCII
         return LinkCheck(None, refused="unknown")
+    digest = code_digest(code)
     with store.sessions() as session:
         row = session.execute(select(IntakeLink).where(
-            IntakeLink.code_hash == code_digest(code))).scalar_one_or_none()
-    if row is None:
+            IntakeLink.code_hash == digest)).scalar_one_or_none()
+    # Found by its digest (an index lookup, as for API keys' prefixes); compared again in
+    # constant time, so that no comparison of the stored value depends on where it differs.
+    if row is None or not hmac.compare_digest(row.code_hash, digest):
         return LinkCheck(None, refused="unknown")
     if row.used_at is not None:
         return LinkCheck(None, row.id, "used")

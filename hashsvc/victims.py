@@ -81,8 +81,9 @@ def check_secret(store: Store, case_ref: str, secret: str, max_failures: int,
     """Check a reference and secret. After ``max_failures`` wrong secrets in a row the case
     refuses every secret, the right one too, for ``lockout_seconds``; an unknown reference
     answers exactly as a wrong secret does."""
-    if not isinstance(case_ref, str) or not isinstance(secret, str) or len(secret) > 200:
-        return SecretCheck(None)
+    if not isinstance(case_ref, str) or not isinstance(secret, str) or len(secret) > 200 \
+            or len(case_ref) > 200 or not _storable(case_ref) or not _storable(secret):
+        return SecretCheck(None)  # no case has it (and PostgreSQL refuses a NUL in a query)
     now = utcnow()
     with store.sessions.begin() as session:
         case = session.execute(select(Case).where(Case.ref == case_ref)
@@ -109,6 +110,15 @@ def check_secret(store: Store, case_ref: str, secret: str, max_failures: int,
             case.secret_failures = 0
             return SecretCheck(None, lockout_seconds, True, max_failures, case.id)
         return SecretCheck(None, failures=case.secret_failures, target=case.id)
+
+
+def _storable(text: str) -> bool:
+    """Text a database can compare: no NUL, valid UTF-8 (no lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
 
 
 def _aware(value: datetime | None) -> datetime | None:

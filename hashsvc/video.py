@@ -246,6 +246,9 @@ def _hash_container(container: Any, fmt: str, exact: dict[str, str], size: int,
 
     stream = _video_stream(container)
     ctx = stream.codec_context
+    if ctx is None:  # FFmpeg has no decoder for the codec the file names (damaged, or exotic)
+        raise DecodeError(f"{fmt}: no decoder for this video stream's codec "
+                          "(corrupt or unsupported)")
     width, height = int(ctx.width or 0), int(ctx.height or 0)
     if width * height > limits.max_frame_pixels:
         raise DecodeError(f"{fmt}: video frames of {width}x{height} are over the limit of "

@@ -70,11 +70,43 @@ def _hashsvc_error(exc: HashsvcError) -> Response:
 
 
 def _unexpected(exc: Exception) -> Response:
-    """An unforeseen failure: logged in full here, a bare 500 to the caller."""
+    """An unforeseen failure: logged here (without the values a database error carries), a
+    bare 500 to the caller."""
     from flask import current_app
 
-    current_app.logger.error("unhandled error", exc_info=exc)
+    current_app.logger.error("unhandled error", exc_info=loggable(exc))
     return error_response(500, "internal", "internal error")
+
+
+def loggable(exc: BaseException) -> BaseException:
+    """The exception to put in a log: ``exc`` itself, unless a database error is in its
+    chain, whose text carries the statement's parameters and PostgreSQL's DETAIL line (hash
+    values, case references, key digests: nothing a log may hold). Then a stand-in with the
+    same traceback and type names, the first line of the database's message and the SQL
+    statement only (parameterised: no values)."""
+    from sqlalchemy.exc import StatementError
+
+    chain, seen = [], set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    database = next((e for e in chain if isinstance(e, StatementError)), None)
+    driver = next((e for e in chain if type(e).__module__.startswith("psycopg")), None)
+    if database is None and driver is None:
+        return exc
+    orig = getattr(database, "orig", None) or driver
+    first = (str(orig).strip().splitlines() or [""])[0] if orig is not None else ""
+    statement = getattr(database, "statement", None)
+    text = f"{type(exc).__name__}: database error ({type(orig).__name__}: {first})"
+    if statement:
+        text += f" [SQL: {' '.join(str(statement).split())[:2000]}]"
+    return LoggedError(text).with_traceback(exc.__traceback__)
+
+
+class LoggedError(Exception):
+    """What a log records in place of an exception whose text carries data (see loggable)."""
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -94,10 +126,61 @@ def json_body(kind: type, required: bool = True) -> Any:
 
     if not required and not request.get_data(cache=True):
         return kind()
-    data = request.get_json()
+    try:
+        data = request.get_json()
+    except RecursionError:  # '[[[[...' within the size limit: the parser's own recursion
+        raise InputError("the request body nests JSON too deeply") from None
     if not isinstance(data, kind):
         raise InputError(f"the request body must be a JSON {'object' if kind is dict else 'array'}")
+    check_text(data)
     return data
+
+
+#: Keys whose text values the server never stores, audits or compares: a hash line's "file"
+#: (its name on the victim's device, which `hashsvc hash` writes with lone surrogates for a
+#: name that is not valid UTF-8) may hold any text.
+FREE_TEXT_KEYS = frozenset({"file"})
+
+
+def check_text(data: Any) -> None:
+    """Refuse (400) text that no database stores and no audit entry can record: a NUL
+    character (PostgreSQL's text refuses it) or a lone surrogate (no UTF-8 for it), in any
+    key or string value of a request body, wherever it is nested. The error names the field,
+    and the item of a list of lines (``index``) as a bad hash line's own error does."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(data, ())]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                _check_string(key, path + (key,))
+                if key not in FREE_TEXT_KEYS:
+                    stack.append((item, path + (key,)))
+        elif isinstance(value, list):
+            stack.extend((item, path + (i,)) for i, item in enumerate(value))
+        elif isinstance(value, str):
+            _check_string(value, path)
+
+
+def _check_string(text: str, path: tuple[Any, ...]) -> None:
+    """InputError (LineError inside a list of lines) for text that cannot be stored."""
+    if "\x00" in text:
+        why = "may not contain NUL characters"
+    else:
+        try:
+            text.encode("utf-8")
+            return
+        except UnicodeEncodeError:
+            why = "must be valid Unicode (a lone surrogate was sent)"
+    if path and isinstance(path[0], int):  # a list body: hash lines
+        index, field = path[0], path[1:]
+    elif len(path) > 1 and path[0] == "lines" and isinstance(path[1], int):
+        index, field = path[1], path[2:]
+    else:
+        index, field = None, path
+    name = ".".join(str(step) for step in field) or "text"
+    if index is not None:
+        raise LineError(index, f"{name} {why}")
+    raise InputError(f"{name} {why}")
 
 
 #: The largest integer the API takes in a query or a body (fits every database's BIGINT).

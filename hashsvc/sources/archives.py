@@ -29,7 +29,8 @@ import py7zr
 
 from hashsvc.errors import ConfigError, HashsvcError, LimitExceeded, SourceError
 from hashsvc.locators import Link, Locator, is_unsafe_name
-from hashsvc.sources.base import ContainerSeen, Entry, FileInfo, Limits, Problem, Walk
+from hashsvc.sources.base import (ContainerSeen, Entry, FileInfo, Limits, Occurrences, Problem,
+                                  Walk)
 from hashsvc.sources.pdf import sniff_pdf, walk_pdf
 from hashsvc.sources.sevenzip import MemberSink, pull_members
 from hashsvc.sources.streams import (
@@ -162,12 +163,26 @@ def walk_zip(fileobj: ByteStream, locator: Locator, limits: Limits, depth: int,
     from hashsvc.sources.exports import zip_annotations
 
     attrs = yield from zip_annotations(source, infos, locator, limits, budget)
+    names = Occurrences()
     for info in infos:
         if budget.exhausted:
             yield from budget.problem_once(locator)
             return
-        yield from _zip_member(source, info, locator, limits, depth, budget,
-                               attrs.get(info.orig_filename, ()))
+        if _zip_is_dir(info):
+            continue
+        # The name before zipfile trims it (at a NUL), told apart from an earlier member's.
+        link = names.link("zip", info.orig_filename, attrs.get(info.orig_filename, ()))
+        yield from _zip_member(source, info, locator.child(link), limits, depth, budget)
+
+
+def _zip_is_dir(info: zipfile.ZipInfo) -> bool:
+    """A folder entry: its raw name ends in '/' and it holds nothing.
+
+    zipfile's ``is_dir()`` looks at the name cut at its first NUL, so that a member called
+    ``DCIM/\x00x.jpg`` would pass for a folder and its bytes would never be read; and a
+    "folder" that holds bytes is scanned as the file it is.
+    """
+    return info.orig_filename.endswith("/") and info.file_size == 0 and info.compress_size <= 2
 
 
 def _zip_special(info: zipfile.ZipInfo) -> str | None:
@@ -194,12 +209,11 @@ def _zip_refusal(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
-def _zip_member(fileobj: IO[bytes], info: zipfile.ZipInfo, locator: Locator, limits: Limits,
-                depth: int, budget: Budget, attrs: tuple[tuple[str, str], ...] = ()) -> Walk:
-    """Yield one zip member (``attrs``: what an export's metadata says about it)."""
-    loc = locator.child(Link("zip", info.orig_filename, attrs))  # the name before zipfile trims it
-    if info.is_dir():
-        return
+def _zip_member(fileobj: IO[bytes], info: zipfile.ZipInfo, loc: Locator, limits: Limits,
+                depth: int, budget: Budget) -> Walk:
+    """Yield one zip member at locator ``loc`` (its link carries what an export's metadata
+    says about it)."""
+    locator = Locator(loc.links[:-1])
     special = _zip_special(info)
     if special is not None:
         yield _skipped(loc, special)
@@ -296,6 +310,7 @@ def walk_tar(fileobj: ByteStream, locator: Locator, limits: Limits, depth: int,
     with tarfile.open(fileobj=cast(IO[bytes], fileobj), mode="r|",
                       tarinfo=_BoundedTarInfo) as archive:
         count = 0
+        names = Occurrences()
         while (member := archive.next()) is not None:
             # Stream mode keeps every header it has read in .members; nothing here needs the old
             # ones, and a million of them would be a lot of memory.
@@ -307,7 +322,10 @@ def walk_tar(fileobj: ByteStream, locator: Locator, limits: Limits, depth: int,
             if budget.exhausted:
                 yield from budget.problem_once(locator)
                 return
-            yield from _tar_member(archive, member, locator, limits, depth, budget)
+            if member.isdir():
+                continue
+            loc = locator.child(names.link("tar", member.name))
+            yield from _tar_member(archive, member, loc, limits, depth, budget)
 
 
 def _tar_special(member: tarfile.TarInfo) -> str | None:
@@ -321,12 +339,9 @@ def _tar_special(member: tarfile.TarInfo) -> str | None:
     return None
 
 
-def _tar_member(archive: tarfile.TarFile, member: tarfile.TarInfo, locator: Locator,
+def _tar_member(archive: tarfile.TarFile, member: tarfile.TarInfo, loc: Locator,
                 limits: Limits, depth: int, budget: Budget) -> Walk:
-    """Yield one tar member; its bytes can only be read before the walk moves on."""
-    loc = locator.child(Link("tar", member.name))
-    if member.isdir():
-        return
+    """Yield one tar member (at ``loc``); its bytes can only be read before the walk moves on."""
     special = _tar_special(member)
     if special is not None:
         yield _skipped(loc, special)
@@ -436,11 +451,12 @@ def walk_7z(fileobj: ByteStream, locator: Locator, limits: Limits, depth: int,
         yield from _too_many(locator, len(members), limits)
         members = members[: limits.max_archive_members]
         wanted: dict[str, FileInfo] = {}
+        names = Occurrences()
         for member in members:
-            loc = locator.child(Link("7z", member.filename))
             kind = _7z_kind(member)
             if kind == "dir":
                 continue
+            loc = locator.child(names.link("7z", member.filename))
             if kind is not None:
                 yield _skipped(loc, kind)
             elif archive.needs_password():

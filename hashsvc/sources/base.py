@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Union
 
-from hashsvc.locators import Locator
+from hashsvc.locators import Link, Locator
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,30 @@ class EvidenceSeen:
     stored_md5: str | None = None
     verified: bool | None = None
     details: dict[str, Any] = field(default_factory=dict)
+
+
+class Occurrences:
+    """Keeps the locators of one container's members unique when names repeat.
+
+    A zip, tar or 7z may hold two members under one name (appending to an archive does it, and
+    extraction keeps only the last), and each must be scanned and recorded as itself: the
+    second and later members of a name get the attribute ``occurrence`` ("2", "3", ...), the
+    first keeps a plain link. Only a 16-byte digest of each name is kept.
+    """
+
+    ATTR = "occurrence"
+
+    def __init__(self) -> None:
+        self._counts: dict[bytes, int] = {}
+
+    def link(self, kind: str, name: str, attrs: tuple[tuple[str, str], ...] = ()) -> Link:
+        """The link of the next member called ``name``."""
+        digest = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        count = self._counts.get(digest, 0) + 1
+        self._counts[digest] = count
+        if count > 1:
+            attrs = tuple(sorted((*attrs, (self.ATTR, str(count)))))
+        return Link(kind, name, attrs)
 
 
 Item = Union[Entry, Problem, ContainerSeen, EvidenceSeen]

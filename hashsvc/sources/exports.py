@@ -44,6 +44,9 @@ MAX_SIDECAR_BYTES = 1024 * 1024  # a Takeout sidecar is a few kilobytes
 MAX_CSV_BYTES = 64 * 1024 * 1024  # an iCloud CSV lists a thousand photos in about 100 KB
 MAX_TITLE_SCAN = 10_000  # sidecars parsed per folder to match renamed files by their title
 MAX_ATTR_CHARS = 1024  # an attribute value taken from the evidence, at most
+#: Sidecar names Takeout may have cut short at its 51-character limit (".json" included);
+#: shorter ones need no cutting, and the margin above 51 allows for other exporters' limits.
+MIN_CUT_SIDECAR, MAX_CUT_SIDECAR = 40, 64
 
 # --- Google Takeout -------------------------------------------------------------------------------
 
@@ -79,21 +82,27 @@ def match_sidecars(names: Iterable[str]) -> dict[str, str]:
     jsons = {n for n in names if n.lower().endswith(".json")}
     if not jsons:
         return {}
-    cut: dict[str, list[str]] = {}  # names cut short at Takeout's 51-character limit
-    for j in jsons:
-        if len(j) >= 40:
-            cut.setdefault(j[:30], []).append(j[:-5])
+    # Sidecar names cut short at Takeout's 51-character limit, without ".json": only names of
+    # that length can be cut ones, which keeps the search below linear in the number of files
+    # (an attacker's folder of thousands of long names sharing a prefix cost quadratic time).
+    cut: dict[str, str] = {}
+    for j in sorted(jsons):
+        if MIN_CUT_SIDECAR <= len(j) <= MAX_CUT_SIDECAR:
+            cut.setdefault(j[:-5], j)
+    longest = max(map(len, cut), default=0)
     out: dict[str, str] = {}
     for media in names:
         if media in jsons:
             continue
         found = next((c for c in sidecar_candidates(media) if c in jsons), None)
         if found is None and cut:
+            # The longest cut name that begins the full sidecar name: at most a few dozen
+            # lookups per file, whatever the folder holds.
             full = media + _SUPPLEMENTAL
-            prefixes = [s for s in cut.get(full[:30], ())
-                        if len(s) >= min(len(media), 30) and full.startswith(s)]
-            if prefixes:
-                found = max(prefixes, key=len) + ".json"
+            for length in range(min(len(full), longest), MIN_CUT_SIDECAR - 6, -1):
+                found = cut.get(full[:length])
+                if found is not None:
+                    break
         if found is not None:
             out[media] = found
     return out
@@ -217,10 +226,11 @@ def parse_icloud_csv(raw: bytes) -> AttrMap:
     if len(raw) > MAX_CSV_BYTES:
         return {}
     rows = csv.DictReader(io.StringIO(raw.decode("utf-8-sig", errors="replace")))
-    if not rows.fieldnames or "imgName" not in rows.fieldnames:
-        return {}
     out: AttrMap = {}
     try:
+        # Reading the header row can fail too (a stray carriage return, a NUL).
+        if not rows.fieldnames or "imgName" not in rows.fieldnames:
+            return {}
         for row in rows:
             name = (row.get("imgName") or "").strip()
             if not name:
@@ -256,6 +266,7 @@ def merge_icloud(maps: Iterable[AttrMap]) -> AttrMap:
 # --- Cellebrite UFDR -----------------------------------------------------------------------------
 
 UFDR_REPORT_NAMES = ("report.xml", "ufedreport.xml")
+MAX_UFDR_DEPTH = 256  # Cellebrite's reports nest a dozen deep; deeper is not a report
 _DELETED_STATES = {"deleted": "true", "intact": "false"}
 
 
@@ -277,55 +288,51 @@ def parse_ufdr_report(stream: Any, named_ufdr: bool) -> tuple[dict[str, Any], At
 
     None if the XML is not a Cellebrite report (its root is not a ``project`` in a Cellebrite
     namespace, or in any namespace when the archive is named ``.ufdr``). The report is read as a
-    stream and each ``file`` element is dropped once read, so its size costs time, not memory.
+    stream and every element is dropped once read (a ``file`` element's Local Path is kept as
+    it goes by), so its size costs time, not memory, however its elements nest.
     """
     out: AttrMap = {}
     project: dict[str, Any] = {}
     stack: list[ElementTree.Element] = []
-    in_file = 0  # 'file' elements open around the parser's position
+    locals_: list[str | None] = []  # the Local Path of each open 'file' element, innermost last
     for event, elem in ElementTree.iterparse(stream, events=("start", "end")):
+        tag = _local(elem.tag)
         if event == "start":
             if not stack:
                 namespace = elem.tag[1:].split("}", 1)[0] if elem.tag.startswith("{") else ""
-                if _local(elem.tag) != "project" or not (
-                        "cellebrite" in namespace.lower() or named_ufdr):
+                if tag != "project" or not ("cellebrite" in namespace.lower() or named_ufdr):
                     return None
                 project = {k: v[:MAX_ATTR_CHARS] for k, v in elem.attrib.items()
                            if k in ("name", "id", "reportVersion", "containsGarbage")}
             stack.append(elem)
-            in_file += _local(elem.tag) == "file"
+            if len(stack) > MAX_UFDR_DEPTH:
+                raise ValueError(f"report.xml nests elements more than {MAX_UFDR_DEPTH} deep")
+            if tag == "file":
+                locals_.append(None)
             continue
         stack.pop()
-        if _local(elem.tag) != "file":
-            if not in_file and stack:  # decoded chats, contacts, ...: not needed, not kept
-                elem.clear()
-                stack[-1].remove(elem)
-            continue
-        in_file -= 1
-        local = _local_path(elem)
-        original = elem.get("path")
-        if local and original:
-            attrs = {"original_path": original[:MAX_ATTR_CHARS]}
-            state = (elem.get("deleted") or "").strip()
-            if state:
-                flag = _DELETED_STATES.get(state.lower())
-                if flag is not None:
-                    attrs["deleted"] = flag
-                else:
-                    attrs["deleted_state"] = state[:32]
-            out.setdefault(ufdr_key(local), attrs)
+        if tag == "item" and locals_ and locals_[-1] is None \
+                and (elem.get("name") or "").lower() == "local path":
+            locals_[-1] = (elem.text or "").strip() or None
+        elif tag == "file":
+            local = locals_.pop()
+            original = elem.get("path")
+            if local and original:
+                attrs = {"original_path": original[:MAX_ATTR_CHARS]}
+                state = (elem.get("deleted") or "").strip()
+                if state:
+                    flag = _DELETED_STATES.get(state.lower())
+                    if flag is not None:
+                        attrs["deleted"] = flag
+                    else:
+                        attrs["deleted_state"] = state[:32]
+                out.setdefault(ufdr_key(local), attrs)
+        # Nothing is kept: each element is emptied and taken from its parent once it ends, so
+        # a parent holds one child at a time (removing it is cheap).
         elem.clear()
         if stack:
             stack[-1].remove(elem)
     return project, out
-
-
-def _local_path(file_elem: ElementTree.Element) -> str | None:
-    """The 'Local Path' item of a UFDR ``file`` element: where the UFDR stores the file."""
-    for item in file_elem.iter():
-        if _local(item.tag) == "item" and (item.get("name") or "").lower() == "local path":
-            return (item.text or "").strip() or None
-    return None
 
 
 # --- zips ----------------------------------------------------------------------------------------

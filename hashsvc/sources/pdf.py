@@ -32,7 +32,7 @@ from typing import Any, cast
 
 from hashsvc.errors import LimitExceeded
 from hashsvc.locators import Link, Locator
-from hashsvc.sources.base import FileInfo, Limits, Problem, Walk
+from hashsvc.sources.base import FileInfo, Limits, Occurrences, Problem, Walk
 from hashsvc.sources.streams import HEAD_BYTES, Budget, ByteStream, HeldRead, describe
 
 MAX_PDF_PAGES = 100_000  # pages looked at in one document
@@ -150,6 +150,7 @@ class _State:
         self.depth = depth
         self.budget = budget
         self.seen: set[tuple[int, int]] = set()
+        self.names = Occurrences()  # two resources may come out under one name
         self.taken = 0
         self.stopped = False
 
@@ -180,7 +181,7 @@ class _State:
         """Hand extracted bytes on as a member (walked further if they are a container)."""
         from hashsvc.sources.archives import _member  # archives registers this module
 
-        loc = self.locator.child(Link("pdf", name))
+        loc = self.locator.child(self.names.link("pdf", name))
         what = f"PDF member {loc.path}"
         try:
             if len(data) > self.limits.max_file_bytes:

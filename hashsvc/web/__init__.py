@@ -150,7 +150,7 @@ def wants_json() -> bool:
 
 def _error_page(exc: Exception) -> Any:
     """An error as a page (or JSON for the JSON routes), with the status it calls for."""
-    from hashsvc.api.errors import HTTP_CODES, STATUSES
+    from hashsvc.api.errors import HTTP_CODES, STATUSES, loggable
 
     if isinstance(exc, HTTPException):
         status = exc.code or 500
@@ -161,7 +161,7 @@ def _error_page(exc: Exception) -> Any:
     else:
         status, message = 500, "internal error"
     if status >= 500:
-        current_app.logger.error("unhandled error in a page", exc_info=exc)
+        current_app.logger.error("unhandled error in a page", exc_info=loggable(exc))
         message = "Something went wrong on the server. It has been logged."
     if wants_json():
         response = jsonify({"error": HTTP_CODES.get(status, "error"), "message": message})
