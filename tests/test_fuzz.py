@@ -302,18 +302,6 @@ def damaged_image(draw: st.DrawFn) -> tuple[str, bytes]:
 
 DECODE_TIMES = Timer()
 
-#: Exceptions decode() lets out today although it should raise DecodeError, by sniffed format:
-#: Pillow's AVIF plugin raises RuntimeError on damaged files, and hashsvc/decode.py does not
-#: catch it (tests/test_fuzz_regressions.py::test_damaged_avif_raises_decode_error, xfail
-#: until decode.py catches RuntimeError). Every other format must raise DecodeError only.
-PENDING_DECODE_FIXES: dict[str, tuple[type[BaseException], ...]] = {}
-
-
-def pending_fix(data: bytes, exc: BaseException) -> bool:
-    """Whether ``exc`` is a known escape from decode() awaiting its fix (see above)."""
-    return isinstance(exc, PENDING_DECODE_FIXES.get(sniff(data[:64]) or "", ()))
-
-
 @fuzz(2500)
 @given(sample=damaged_image())
 def test_decode_of_damaged_images_raises_only_decode_errors(sample: tuple[str, bytes]) -> None:
@@ -321,12 +309,7 @@ def test_decode_of_damaged_images_raises_only_decode_errors(sample: tuple[str, b
     with keeping(name, data), guarded(f"decoding {name}"), DECODE_TIMES.time():
         try:
             picture = decode(data, MAX_PIXELS)
-        except Exception as exc:  # noqa: BLE001 - sorted out below
-            if not isinstance(exc, DecodeError):
-                if pending_fix(data, exc):
-                    event(f"pending fix: {type(exc).__name__}")
-                    return
-                raise
+        except DecodeError as exc:
             assert not caused_by_memory(exc), f"{name}: unbounded memory: {exc}"
             storable(str(exc), "decode error")
             event("decode error")
@@ -365,9 +348,6 @@ def _check_result(name: str, result: Any) -> None:
     for res in [result] + [child for _kind, _name, child in result.children]:
         assert res.status in ("hashed", "not-image", "error"), res
         storable(res.message, "message")
-        if res.message.startswith("decoder failed: RuntimeError") and \
-                res.format_sniffed == "avif":
-            continue  # PENDING_DECODE_FIXES
         assert not res.message.startswith(("decoder failed", "video decoder failed")), \
             f"{name}: an exception the decoder does not expect: {res.message}"
         assert "MemoryError" not in res.message and "out of memory" not in res.message, \
@@ -947,8 +927,6 @@ def test_a_scan_of_a_folder_of_damaged_files_finishes(tmp_path: Path, settings: 
     assert report["state"] == "done"
     assert report["files_scanned"] >= len(bases)
     for error in report["errors"]:
-        if "avif" in error["path"] and error["message"].startswith("decoder failed: Runtime"):
-            continue  # PENDING_DECODE_FIXES
         assert not error["message"].startswith(("decoder failed", "video decoder failed")), error
 
 
