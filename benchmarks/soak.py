@@ -348,7 +348,7 @@ class Client(threading.Thread):
                 self.tally.scans_running -= 1
 
 
-# --- the run ----------------------------------------------------------------------------------------
+# --- the run ------------------------------------------------------------------------------------
 
 
 def wait_healthy(base: str, procs: Processes) -> None:

@@ -323,7 +323,8 @@ def test_an_s3_endpoint_comes_only_from_configuration(settings: Settings, tmp_pa
              "s3://user:pass@evidence-bucket/x", "s3://evidence-bucket/../other/x",
              "S3://evidence-bucket/x", "s3:///evidence-bucket/x", "s3://Evidence-Bucket/x",
              "s3://evidence-bucket/x\x00", "s3://evidence-bucket/x\u202e",
-             "http://attacker.example/evidence-bucket/x", "https://s3.amazonaws.com/evidence-bucket"]
+             "http://attacker.example/evidence-bucket/x",
+             "https://s3.amazonaws.com/evidence-bucket"]
     for source in tries:
         response = api.call("POST", "/v1/scans", "forensic", json={"source": source})
         assert response.status_code == 400, (source, response.json)
