@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_json  # noqa: E402
 from benchmarks.lookup_bank import (  # noqa: E402
+    add_bank_options,
     BankSpec,
     bank_pdq,
     ensure_bank,
@@ -90,12 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     """Read the command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bank", type=Path, default=None,
-                        help="data folder of the bank, built there unless already there "
-                             "(default: a temporary folder)")
-    parser.add_argument("--hashes", type=int, default=1_000_000, help="PDQ hashes in the bank")
-    parser.add_argument("--variants", type=int, choices=(1, 8), default=8,
-                        help="PDQ hashes per registered picture")
+    add_bank_options(parser)
     parser.add_argument("--queries", type=int, default=10_000)
     parser.add_argument("--planted-share", type=float, default=0.5)
     parser.add_argument("--distance", type=int, default=31, help="most bits flipped in a copy")

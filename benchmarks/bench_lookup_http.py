@@ -64,12 +64,9 @@ def main(argv: list[str] | None = None) -> int:
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     """Read the command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bank", type=Path, default=None,
-                        help="data folder of the bank, built there unless already there "
-                             "(default: a temporary folder)")
-    parser.add_argument("--hashes", type=int, default=1_000_000, help="PDQ hashes in the bank")
-    parser.add_argument("--variants", type=int, choices=(1, 8), default=8,
-                        help="PDQ hashes per registered picture")
+    from benchmarks.lookup_bank import add_bank_options
+
+    add_bank_options(parser)
     parser.add_argument("--pg", default=None, metavar="URL",
                         help="PostgreSQL URL of a database to create the bank's next to (the "
                              "bank is then built in a fresh database and dropped afterwards)")

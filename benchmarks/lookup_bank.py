@@ -64,6 +64,16 @@ class BankSpec:
         return self.images * self.variants
 
 
+def add_bank_options(parser: Any) -> None:
+    """The options that name and size the benchmark bank (--bank, --hashes, --variants)."""
+    parser.add_argument("--bank", type=Path, default=None,
+                        help="data folder of the bank, built there unless already there "
+                             "(default: a temporary folder)")
+    parser.add_argument("--hashes", type=int, default=1_000_000, help="PDQ hashes in the bank")
+    parser.add_argument("--variants", type=int, choices=(1, 8), default=8,
+                        help="PDQ hashes per registered picture")
+
+
 def dihedral_bits(dct: np.ndarray) -> np.ndarray:
     """PDQ bits (n, 8, 256) of the eight orientations of n (16, 16) PDQ DCTs.
 
