@@ -98,15 +98,20 @@ def memory_limit_message() -> str:
     return "the decoder ran out of memory"
 
 
-def crash_message(exitcode: int | None) -> str:
-    """The error of a file on which the decoding process died."""
+def exit_description(exitcode: int | None) -> str:
+    """How a child process ended, from its exit code: "signal 11, SIGSEGV", "exit status 3"."""
     if exitcode is not None and exitcode < 0:
         try:
             name = signal.Signals(-exitcode).name
         except ValueError:
             name = "unknown"
-        return f"the decoder crashed the worker process (signal {-exitcode}, {name})"
-    return f"the decoder crashed the worker process (exit status {exitcode})"
+        return f"signal {-exitcode}, {name}"
+    return f"exit status {exitcode}"
+
+
+def crash_message(exitcode: int | None) -> str:
+    """The error of a file on which the decoding process died."""
+    return f"the decoder crashed the worker process ({exit_description(exitcode)})"
 
 
 def start_method() -> str:

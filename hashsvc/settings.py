@@ -55,6 +55,8 @@ class Settings:
     max_expanded_bytes: int
     max_ratio: float
     ratio_floor_bytes: int
+    reader_timeout_seconds: float
+    reader_memory_mb: int
     evidence_roots: str
     s3_buckets: str
     s3_read_threads: int
@@ -117,6 +119,8 @@ class Settings:
             max_archive_members=self.max_archive_members,
             max_expanded_bytes=self.max_expanded_bytes, max_ratio=self.max_ratio,
             ratio_floor_bytes=self.ratio_floor_bytes,
+            reader_timeout_seconds=self.reader_timeout_seconds,
+            reader_memory_mb=self.reader_memory_mb,
         )
 
     @property

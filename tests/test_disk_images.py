@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import multiprocessing
 import os
 import random
 import re
@@ -34,6 +35,7 @@ from hashsvc.settings import Settings
 from hashsvc.sources import Limits, open_source
 from hashsvc.sources.base import ContainerSeen, Entry, EvidenceSeen, Item, Problem, Unit
 from hashsvc.sources.disk import DiskImageSource, detect_disk_image
+from hashsvc.sources.guarded import GuardedSource
 from hashsvc.store import Store
 from hashsvc.store.progress import scan_progress
 from workers import jobs
@@ -181,8 +183,9 @@ def drain(items: Any) -> tuple[list[Item], dict[str, bytes | HashsvcError]]:
 
 def walk_image(path: Path) -> tuple[list[Item], dict[str, bytes | HashsvcError]]:
     """Open a disk image as a scan would and walk it."""
+    assert isinstance(detect_disk_image(str(path), LIMITS), DiskImageSource)
     source = open_source(path, LIMITS)
-    assert isinstance(source, DiskImageSource)
+    assert isinstance(source, GuardedSource)  # read in a child process, under limits
     try:
         return drain(source.walk())
     finally:
@@ -561,7 +564,7 @@ def test_garbage_file_systems_and_partition_tables_never_raise(
         source = open_source(path, LIMITS)
         items, reads = drain(source.walk())  # must not raise
         source.close()
-        if isinstance(source, DiskImageSource):
+        if isinstance(detect_disk_image(str(path), LIMITS), DiskImageSource):
             assert one_evidence(items).sha256 == sha256_of(path)
         assert all(isinstance(v, (bytes, HashsvcError)) for v in reads.values())
 
@@ -606,7 +609,8 @@ def test_abandoned_walk_is_closed_by_the_source(tmp_path: Path,
         return sum(os.path.realpath(f"/proc/self/fd/{fd}") == str(image)
                    for fd in os.listdir("/proc/self/fd"))
 
-    source = open_source(image, LIMITS)
+    source = detect_disk_image(str(image), LIMITS)  # the reader itself, in this process
+    assert source is not None
     walk = source.walk()
     assert next(i for i in walk if isinstance(i, Entry))
     assert open_on_image() >= 1
@@ -615,3 +619,14 @@ def test_abandoned_walk_is_closed_by_the_source(tmp_path: Path,
     assert not [t for t in threading.enumerate() if t.name == "disk-image-hash"]
     walk.close()  # the walk's own clean-up finds everything closed already
     assert open_on_image() == 0
+
+    def readers() -> list[multiprocessing.Process]:
+        return [p for p in multiprocessing.active_children() if p.name == "hashsvc-reader"]
+
+    guarded = open_source(image, LIMITS)  # as scans open it: the reader in a child process
+    walk = guarded.walk()
+    assert next(i for i in walk if isinstance(i, Entry))
+    assert len(readers()) == 1
+    guarded.close()
+    assert readers() == []
+    walk.close()

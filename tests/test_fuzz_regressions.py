@@ -4,6 +4,7 @@ stays fixed. Each test names what broke before the fix and where the fix lives."
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import subprocess
 import sys
@@ -235,33 +236,60 @@ def test_video_whose_codec_has_no_decoder_raises_decode_error() -> None:
 # --- disk images (The Sleuth Kit) ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=subprocess.TimeoutExpired, reason=(
-    "The Sleuth Kit (pytsk3) spends minutes of CPU in one call on an ext2/ext3 inode whose "
-    "size needs triple-indirect blocks that are holes (a sparse file over 4 GiB with 4 KiB "
-    "blocks; upstream sleuthkit/sleuthkit#2937), and a signal cannot interrupt it: the "
-    "listing stops there. Fix to come: list file systems in a child process under a "
-    "wall-clock limit, as decoders are (hashsvc/isolation.py)."))
-def test_an_ext2_image_with_a_large_sparse_file_is_walked_in_bounded_time(
-        tmp_path: Path) -> None:
-    """Found by test_damaged_disk_images_... (seed 1): a damaged ext4 inode (extents flag
-    cleared, size 2.9 GB) cost 25 s inside The Sleuth Kit; a legitimate sparse file does the
-    same at a larger scale."""
+def _sparse_ext2_image(tmp_path: Path) -> Path:
+    """An ext2 file system holding a JPEG and a 5 GiB sparse file (a hole, no data blocks)."""
     if shutil.which("mkfs.ext2") is None:
         pytest.skip("mkfs.ext2 (e2fsprogs) is not installed")
     staged = tmp_path / "files"
     staged.mkdir()
     (staged / "a.jpg").write_bytes(jpeg(9))
-    with open(staged / "vm-disk.img", "wb") as fh:
-        fh.truncate(5 * 1024**3)  # a hole: no data blocks at all
+    (staged / "sub").mkdir()
+    (staged / "sub" / "b.jpg").write_bytes(jpeg(10))
+    (staged / "vm").mkdir()
+    with open(staged / "vm" / "vm-disk.img", "wb") as fh:
+        fh.truncate(5 * 1024**3)
     image = tmp_path / "ext2.img"
     subprocess.run(["mkfs.ext2", "-q", "-F", "-b", "4096", "-d", str(staged), str(image), "8M"],
                    check=True, capture_output=True)
-    code = ("import sys\nfrom hashsvc.sources import open_source, Limits\n"
-            "src = open_source(sys.argv[1], Limits())\n"
-            "print(sum(1 for _ in src.walk()))\nsrc.close()\n")
+    return image
+
+
+def test_an_ext2_image_with_a_large_sparse_file_is_walked_in_bounded_time(
+        tmp_path: Path) -> None:
+    """Found by test_damaged_disk_images_... (seed 1): a damaged ext4 inode (extents flag
+    cleared, size 2.9 GB) cost 25 s inside The Sleuth Kit; a legitimate sparse file does the
+    same at a larger scale: The Sleuth Kit spends minutes of CPU in one call on an inode whose
+    size needs triple-indirect blocks that are holes (upstream sleuthkit/sleuthkit#2937), and
+    no signal interrupts it. The reading child is killed at the time limit, a fresh one skips
+    that entry, and every other file is found."""
+    image = _sparse_ext2_image(tmp_path)
+    code = ("import sys, json\nfrom hashsvc.sources import open_source, Limits, Entry, Problem, "
+            "Unit\n"
+            "src = open_source(sys.argv[1], Limits(reader_timeout_seconds=3))\n"
+            "def summary(items):\n"
+            "    out = {'entries': [], 'problems': []}\n"
+            "    for it in items:\n"
+            "        if isinstance(it, Entry): out['entries'].append([it.info.locator.path, "
+            "len(it.read())])\n"
+            "        elif isinstance(it, Problem) and not it.skipped: "
+            "out['problems'].append([it.locator.path, it.message])\n"
+            "    return out\n"
+            "walked = summary(src.walk())\n"
+            "listing = list(src.units())\n"
+            "units = [u.key for u in listing if isinstance(u, Unit)]\n"
+            "batches = summary(src.walk_units(units))\n"
+            "batches['problems'] += summary(listing)['problems']\n"
+            "src.close()\nprint(json.dumps([walked, batches]))\n")
     done = subprocess.run([sys.executable, "-c", code, str(image)], capture_output=True,
-                          text=True, timeout=15)
+                          text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+    for found in json.loads(done.stdout):  # embedded (one walk), then distributed (batches)
+        assert sorted(found["entries"]) == [["ext2.img/a.jpg", len(jpeg(9))],
+                                            ["ext2.img/sub/b.jpg", len(jpeg(10))]], found
+        assert found["problems"] == [[
+            "ext2.img/vm", "The Sleuth Kit exceeded the reader's time limit (3 s) on entry 3 "
+                           "of this folder: that entry and the rest of the folder were not "
+                           "listed"]], found
 
 
 # --- decoding (hashsvc/decode.py) ----------------------------------------------------------------

@@ -66,7 +66,8 @@ def open_source(source: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS)
 
     ``s3://bucket/prefix`` is an S3 source; a folder is read as a phone extraction or backup
     where it has the marks of one, else as a plain folder; a file is read as a disk image (raw
-    or E01) where it has a partition table or a file system, else as an archive or a picture.
+    or E01) where it has a partition table or a file system, else as an archive or a picture;
+    a file is read in a child process under the reader's limits (:mod:`.guarded`).
     Raises SourceError at once if the source does not exist.
     """
     uri = os.fsdecode(source)
@@ -79,9 +80,11 @@ def open_source(source: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS)
 
         return detect_folder(uri, limits) or DirectorySource(uri, limits)
     if os.path.lexists(uri):
-        from hashsvc.sources.disk import detect_disk_image
+        from hashsvc.sources.guarded import GuardedSource, in_reader, open_unguarded
 
-        return detect_disk_image(uri, limits) or FileSource(uri, limits)
+        if in_reader() or not (limits.reader_timeout_seconds or limits.reader_memory_mb):
+            return open_unguarded(uri, limits)
+        return GuardedSource(uri, limits)
     raise SourceError(f"evidence source not found: {uri}")
 
 

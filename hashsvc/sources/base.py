@@ -19,6 +19,8 @@ class Limits:
     max_expanded_bytes: int = 64 * 1024**3  # all members of one top-level archive, together
     max_ratio: float = 200.0  # uncompressed / compressed for one member ...
     ratio_floor_bytes: int = 16 * 1024 * 1024  # ... checked once a member is this large
+    reader_timeout_seconds: float = 120.0  # a file source's reader silent this long is killed
+    reader_memory_mb: int = 4096  # address space of a file source's reader (0: unlimited)
 
 
 @dataclass(frozen=True)

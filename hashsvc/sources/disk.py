@@ -58,6 +58,7 @@ from hashsvc.sources.base import (
     Walk,
 )
 from hashsvc.sources.directory import decode_relpath, encode_relpath, fs_locator
+from hashsvc.sources.guarded import beat, checkpoint, done
 from hashsvc.sources.streams import HEAD_BYTES, Budget, SeekableView, describe, too_large
 
 EWF_SIGNATURE = b"EVF\x09\x0d\x0a\xff\x00"
@@ -133,6 +134,8 @@ REASONS = {
                            "for reuse of their blocks (too many live files to map)",
     "symlink": SKIP_MESSAGES["symlink"],
     "special-file": SKIP_MESSAGES["special-file"],
+    "reader-stalled": "folder entries and files on which The Sleuth Kit stalled or crashed "
+                      "(past reader_timeout_seconds); skipped by a fresh reader",
 }
 
 
@@ -384,7 +387,8 @@ def _add_range(ranges: list[tuple[int, int]], offset: int, length: int) -> None:
         ranges.append((offset, length))
 
 
-def hash_media(media: Media, stop: threading.Event) -> Digest | None:
+def hash_media(media: Media, stop: threading.Event,
+               on_chunk: Callable[[], None] | None = None) -> Digest | None:
     """SHA-256 and MD5 of the whole media, read once in order (None if stopped early).
 
     The two digests of each chunk are computed side by side (hashlib lets go of the GIL), so
@@ -408,6 +412,8 @@ def hash_media(media: Media, stop: threading.Event) -> Digest | None:
             sha256.update(data)
             md5_done.result()
             offset += size
+            if on_chunk is not None:
+                on_chunk()
     return Digest(sha256.hexdigest(), md5.hexdigest(), bad)
 
 
@@ -420,6 +426,7 @@ class _Hashing:
         self._stop = threading.Event()
         self._digest: Digest | None = None
         self.error: str | None = None
+        self.chunks = 0  # chunks hashed so far
         self._thread = threading.Thread(target=self._run, name="disk-image-hash", daemon=True)
         self._thread.start()
 
@@ -430,15 +437,24 @@ class _Hashing:
             self.error = describe(exc)
             return
         try:
-            self._digest = hash_media(media, self._stop)
+            self._digest = hash_media(media, self._stop, self._chunk_done)
         except Exception as exc:  # noqa: BLE001 - a failing library must not end the walk
             self.error = describe(exc)
         finally:
             media.close()
 
+    def _chunk_done(self) -> None:
+        self.chunks += 1
+
     def result(self) -> Digest | None:
-        """Wait for the digest (None where the media could not be read; see ``error``)."""
-        self._thread.join()
+        """Wait for the digest (None where the media could not be read; see ``error``),
+        showing a reading child's parent that the hashing goes on."""
+        seen = -1
+        while self._thread.is_alive():
+            self._thread.join(1.0)
+            if self.chunks != seen:
+                seen = self.chunks
+                beat()
         return self._digest
 
     def cancel(self) -> None:
@@ -650,6 +666,7 @@ def _read_file(tsk_file: Any, size: int, limits: Limits, what: str) -> bytes:
                               "(damaged or truncated image)")
         parts.append(data)
         offset += len(data)
+        beat()
     return b"".join(parts)
 
 
@@ -762,11 +779,16 @@ class _Disk:
     def filesystem(self, volume: Volume) -> Any:
         """The volume's file system (opened once); SourceError where it cannot be opened."""
         if volume.index not in self._filesystems:
+            why = checkpoint(f"fs:{volume.index}")
+            if why is not None:
+                raise SourceError(f"The Sleuth Kit {why} opening it")
             try:
                 self._filesystems[volume.index] = pytsk3.FS_Info(self._image,
                                                                  offset=volume.start)
             except Exception as exc:  # pytsk3 raises OSError; on hostile data, anything
                 raise SourceError(_tsk_message(exc)) from exc
+            finally:
+                done()
         return self._filesystems[volume.index]
 
     # -- the listing --
@@ -872,17 +894,41 @@ class _Disk:
         volume = self.volume(ref.volume)
         if volume is None:
             raise SourceError(f"disk image has no partition {ref.volume} any more")
+        return self.guarded_file(ref, self._reopened(ref, volume))
+
+    def _reopened(self, ref: FileRef, volume: Volume) -> Walk:
+        """The items of a file opened again by its inode."""
         loc = self.locator(volume)
-        bare = loc.child(Link("tsk", ref.path, (("deleted", "true" if ref.deleted else "false"),
-                                                ("inode", str(ref.inode)))))
         try:
             fs = self.filesystem(volume)
             tsk_file = fs.open_meta(inode=ref.inode)
         except Exception as exc:  # noqa: BLE001
-            yield Problem(bare, "filesystem", f"cannot be opened again by its inode: "
-                                              f"{_tsk_message(exc)}")
+            yield Problem(self._bare(ref, loc), "filesystem",
+                          f"cannot be opened again by its inode: {_tsk_message(exc)}")
             return
         yield from self.file_items(ref, volume, loc, tsk_file)
+
+    @staticmethod
+    def _bare(ref: FileRef, loc: Locator) -> Locator:
+        """A file's locator before its metadata is known."""
+        return loc.child(Link("tsk", ref.path, (("deleted", "true" if ref.deleted else "false"),
+                                                ("inode", str(ref.inode)))))
+
+    def guarded_file(self, ref: FileRef, items: Walk) -> Walk:
+        """A file's items as one named step (reading included): where The Sleuth Kit stalls
+        or crashes on it, a fresh reader records it as a Problem and goes on."""
+        why = checkpoint(f"file:{ref.volume}:{ref.inode}:{ref.deleted}")
+        if why is not None:
+            self.coverage.skip("reader-stalled", ref.size)
+            volume = self.volume(ref.volume)
+            loc = self.locator(volume) if volume is not None else self.evidence
+            yield Problem(self._bare(ref, loc), "read", f"The Sleuth Kit {why} reading this "
+                                                        "file; it was not scanned in full")
+            return
+        try:
+            yield from items
+        finally:
+            done()
 
     def evidence_item(self, digest: Digest | None, hash_error: str | None) -> Walk:
         """The EvidenceSeen of the image, and the Problems of its hashing pass."""
@@ -957,39 +1003,70 @@ class _TreeLister:
         return Problem(self._here(path, inode, deleted), "filesystem", message)
 
     def run(self) -> Iterator[FileRef | Problem]:
-        """Every regular file of the file system (and a Problem for everything else)."""
+        """Every regular file of the file system (and a Problem for everything else).
+
+        Each entry is one named step (:func:`~hashsvc.sources.guarded.checkpoint`): where The
+        Sleuth Kit stalls on one, a fresh reader skips it and the rest of its folder."""
         root = int(self.fs.info.root_inum)
         visited = {root}
+        why = checkpoint(f"list:{self.volume.index}:{root}:open")
         try:
+            if why is not None:
+                raise SourceError(f"The Sleuth Kit {why}")
             stack = [(iter(self.fs.open_dir(inode=root)), "", False, root)]
         except Exception as exc:  # noqa: BLE001 - pytsk3 raises OSError; hostile data anything
             yield Problem(self.loc, "filesystem", f"root folder cannot be listed: "
                                                   f"{_tsk_message(exc)}")
             return
+        finally:
+            if why is None:
+                done()
         self.coverage.examined["folders"] += 1
+        seen = [0]  # entries taken from each folder on the stack
         while stack:
-            entries, prefix, parent_deleted, parent = stack[-1]
+            step = self._next_entry(stack, seen, visited)
+            if isinstance(step, tuple):
+                stack.append(step)
+                seen.append(0)
+            elif step is not None:
+                yield step
+        yield from self._deleted_files()
+
+    def _next_entry(self, stack: list[tuple[Iterator[Any], str, bool, int]], seen: list[int],
+                    visited: set[int]
+                    ) -> tuple[Iterator[Any], str, bool, int] | FileRef | Problem | None:
+        """The next entry of the folder on top of the stack, as :meth:`_entry` has it (the
+        folder is popped when it is done, cannot be listed further or stalled a reader)."""
+        entries, prefix, parent_deleted, parent = stack[-1]
+        why = checkpoint(f"list:{self.volume.index}:{parent}:{seen[-1]}")
+        if why is not None:
+            stack.pop()
+            self.coverage.skip("reader-stalled")
+            message = (f"The Sleuth Kit {why} on entry {seen.pop() + 1} of this folder: that "
+                       "entry and the rest of the folder were not listed")
+            return (self._error(prefix, parent, parent_deleted, message) if prefix
+                    else Problem(self.loc, "filesystem", message))
+        try:
+            seen[-1] += 1
             try:
                 tsk_file = next(entries, None)
             except Exception as exc:  # noqa: BLE001
                 stack.pop()
+                seen.pop()
                 message = f"folder could not be listed in full: {_tsk_message(exc)}"
-                yield (self._error(prefix, parent, parent_deleted, message) if prefix
-                       else Problem(self.loc, "filesystem", message))
-                continue
+                return (self._error(prefix, parent, parent_deleted, message) if prefix
+                        else Problem(self.loc, "filesystem", message))
             if tsk_file is None:
                 stack.pop()
-                continue
+                seen.pop()
+                return None
             name = os.fsdecode(tsk_file.info.name.name)
             if name in (".", ".."):
-                continue
+                return None
             path = f"{prefix}/{name}" if prefix else name
-            step = self._entry(tsk_file, path, parent_deleted, len(stack), visited)
-            if isinstance(step, tuple):
-                stack.append(step)
-            elif step is not None:
-                yield step
-        yield from self._deleted_files()
+            return self._entry(tsk_file, path, parent_deleted, len(stack), visited)
+        finally:
+            done()
 
     def _entry(self, tsk_file: Any, path: str, parent_deleted: bool, depth: int,
                visited: set[int]
@@ -1194,7 +1271,8 @@ class DiskImageSource(Source):
                 return disk.open_file(ref)
             volume = disk.volume(ref.volume)
             assert volume is not None  # the listing found the file in it
-            return disk.file_items(ref, volume, disk.locator(volume), ref.listed)
+            return disk.guarded_file(ref, disk.file_items(ref, volume, disk.locator(volume),
+                                                          ref.listed))
 
         return self._pass(items)
 
