@@ -1,8 +1,8 @@
 """Thumbnails of evidence files for the analyst's review, made on demand and never stored.
 
 The picture is read again from the evidence source by its locator (inside the forensic
-deployment, where the evidence is), decoded with the same bounded decoder as a scan, reduced,
-and blurred unless the analyst asks to reveal it. Nothing is cached or written anywhere: the
+deployment, where the evidence is), decoded with the same bounded decoder as a scan, in a
+decoding child under the same limits, reduced, and blurred unless the analyst asks to reveal it. Nothing is cached or written anywhere: the
 bytes go straight into the response.
 """
 
@@ -16,7 +16,9 @@ from PIL import ImageFilter
 from hashsvc.decode import decode, sniff
 from hashsvc.embedded import embedded_pictures
 from hashsvc.errors import DecodeError, HashsvcError, InputError, NotFound
-from hashsvc.locators import Locator
+from hashsvc.isolation import (DecodeLimits, IsolatedPool, memory_limit_message,
+                               start_method)
+from hashsvc.locators import Link, Locator
 from hashsvc.settings import Settings
 from hashsvc.sources import open_source
 from hashsvc.sources.base import Entry, Walk
@@ -38,25 +40,58 @@ def evidence_thumbnail(store: Store, settings: Settings, scan: Scan, match_id: i
     with store.sessions() as session:
         row = session.get(ScanFile, match_id)
     assert row is not None
-    data = read_located(scan.source, Locator.from_key(row.locator), settings)
+    data, rest = read_located(scan.source, Locator.from_key(row.locator), settings)
+    return render_thumbnail(data, rest, settings, reveal)
+
+
+def render_thumbnail(data: bytes, rest: tuple[Link, ...], settings: Settings,
+                     reveal: bool) -> bytes:
+    """The thumbnail of a file's bytes (or of the picture embedded in it at ``rest``), made in
+    a decoding child under the scans' decoding limits (hashsvc.isolation): a hostile file
+    costs its preview (InputError), never the web process."""
+    with IsolatedPool(1, _thumbnail, DecodeLimits.from_settings(settings),
+                      method=start_method(), preload=("hashsvc.thumbnails",)) as pool:
+        pool.submit([("thumbnail", (data, rest, settings.max_image_pixels, reveal))])
+        (outcome,) = pool.collect()
+    if outcome.failure is not None:
+        raise InputError(f"no preview: {outcome.failure}")
+    status, value = outcome.result
+    if status == "not-found":
+        raise NotFound(value)
+    if status == "no-preview":
+        raise InputError(f"no preview: {value}")
+    return bytes(value)
+
+
+def _thumbnail(job: tuple[bytes, tuple[Link, ...], int, bool]) -> tuple[str, Any]:
+    """In a decoding child: ("ok", JPEG bytes), or ("not-found" | "no-preview", why)."""
+    data, rest, max_pixels, reveal = job
     try:
-        picture = decode(data, settings.max_image_pixels)
+        data = _embedded_part(data, rest)
+        picture = decode(data, max_pixels)
+    except NotFound as exc:
+        return "not-found", str(exc)
     except DecodeError as exc:
-        raise InputError(f"no preview: {exc}") from exc
+        # decode() reports a MemoryError as a DecodeError caused by it: here, the child's limit
+        return "no-preview", (memory_limit_message() if isinstance(exc.__cause__, MemoryError)
+                              else str(exc))
     image = picture.image.copy()
     image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
     if not reveal:
         image = image.filter(ImageFilter.GaussianBlur(BLUR_RADIUS))
     out = io.BytesIO()
     image.convert("RGB").save(out, "JPEG", quality=80)
-    return out.getvalue()
+    return "ok", out.getvalue()
 
 
-def read_located(source: str, locator: Locator, settings: Settings) -> bytes:
-    """The bytes of the file at ``locator`` in ``source``, read again from the evidence.
+def read_located(source: str, locator: Locator, settings: Settings
+                 ) -> tuple[bytes, tuple[Link, ...]]:
+    """The bytes of the file at ``locator`` in ``source``, read again from the evidence, and
+    the links left over: those of a picture embedded in that file (an EXIF thumbnail), to be
+    cut out of it again (:func:`_embedded_part`, in the decoding child).
 
-    A picture embedded in a file (an EXIF thumbnail) is cut out of its file again. A plain
-    folder reads only the top-level file concerned; other sources are walked to the file.
+    A plain folder reads only the top-level file concerned; other sources are walked to the
+    file (a file source in its reading child, :mod:`hashsvc.sources.guarded`).
     """
     links = locator.links
     src = open_source(source, settings.limits)
@@ -65,7 +100,7 @@ def read_located(source: str, locator: Locator, settings: Settings) -> bytes:
             target = Locator(links[:end]).key()
             for item in _candidates(src, Locator(links[:end])):
                 if isinstance(item, Entry) and item.info.locator.key() == target:
-                    return _embedded_part(item.read(), links[end:])
+                    return item.read(), links[end:]
     except HashsvcError as exc:
         raise InputError(f"the evidence file cannot be read again: {exc}") from exc
     finally:

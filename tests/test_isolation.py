@@ -12,8 +12,10 @@ limit, stopped by the memory limit), one declares 10 gigapixels (refused before 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import re
 import struct
 import subprocess
 import time
@@ -23,13 +25,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
+from hashsvc.errors import InputError
 from hashsvc.isolation import DecodeLimits, IsolatedPool, IsolationError, extend_budget
 from hashsvc.pipeline import run_scan
 from hashsvc.report import build_report
 from hashsvc.settings import Settings
 from hashsvc.store import Store
 from hashsvc.store.progress import get_batch
+from hashsvc.thumbnails import render_thumbnail
 
 from conftest import encode, photo
 from hostile_plugin import hostile_bytes
@@ -299,3 +304,17 @@ def test_hash_command_reports_hostile_files_and_hashes_the_rest(settings: Settin
         name: message for name, (action, message) in HOSTILE.items()
         if action in ("abort", "sleep", "oom", "spin")}
     print(f"hashsvc hash of 8 good and 4 hostile files: {elapsed:.1f} s")
+
+
+def test_review_thumbnails_are_made_under_the_same_limits(settings: Settings) -> None:
+    """An analyst's preview of a hostile file costs the preview, never the web process."""
+    conf = limited(settings)
+    for action, message in (("segv", "crashed the worker process (signal 11"),
+                            ("sleep", f"exceeded its time limit ({TIMEOUT:g} s)"),
+                            ("oom", f"exceeded its memory limit ({MEMORY} MiB)")):
+        with pytest.raises(InputError, match=re.escape(message)):
+            render_thumbnail(hostile_bytes(action), (), conf, reveal=True)
+    shown = render_thumbnail(encode(photo("astronaut"), "JPEG"), (), conf, reveal=True)
+    assert Image.open(io.BytesIO(shown)).size == (256, 256)
+    with pytest.raises(InputError, match="no preview: not a recognised image format"):
+        render_thumbnail(b"plain text, not a picture", (), conf, reveal=False)
