@@ -20,14 +20,16 @@ import logging
 import os
 import re
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from sqlalchemy import MetaData, select
+from sqlalchemy import MetaData, select, text
 
 from hashsvc import accounts, intake, victims
 from hashsvc.settings import Settings
+from hashsvc.store import Store
 
 from conftest import encode, noise_image
 from test_api import Api, api_settings, hash_line, make_api, new_case, wait_for_scan
@@ -357,3 +359,59 @@ def _api_modules() -> list[Any]:
     from hashsvc.api import victims as victims_api
 
     return [admin, auth, cases, health, lookup, openapi, scans, intake_api, victims_api]
+
+
+def test_a_failed_job_keeps_no_database_values(store: Store) -> None:
+    """RQ keeps a failed job's traceback in Redis and the scan's error list shows its text: a
+    database error in a job leaves there the statement, never its values or DETAIL line."""
+    jobs = pytest.importorskip("workers.jobs")
+    from sqlalchemy.exc import IntegrityError
+
+    leaked = hash_line(25)
+
+    def failing(scan_id: str) -> str:
+        raise IntegrityError("INSERT INTO scan_files (sha256) VALUES (%(sha256)s)",
+                             {"sha256": leaked["sha256"]}, Exception(
+                                 "duplicate key value violates unique constraint\nDETAIL:  Key "
+                                 f"(sha256)=({leaked['hashes']['pdq']}) already exists."))
+
+    with pytest.raises(Exception) as raised:
+        jobs.scrubbed(failing)("scan-1")
+    shown = "".join(traceback.format_exception(raised.value))
+    assert "database error (Exception: duplicate key value violates unique constraint)" in shown
+    assert "INSERT INTO scan_files" in shown
+    assert leaked["sha256"] not in shown and leaked["hashes"]["pdq"] not in shown
+    with pytest.raises(ValueError, match="plain"):  # other failures are left as they are
+        jobs.scrubbed(lambda: (_ for _ in ()).throw(ValueError("plain")))()
+    # The engine itself names no values: a statement that fails shows none.
+    with pytest.raises(Exception) as failed, store.engine.begin() as conn:
+        conn.execute(text("SELECT * FROM no_such_table WHERE x = :x"), {"x": leaked["sha256"]})
+    assert "no_such_table" in str(failed.value)
+    assert leaked["sha256"] not in str(failed.value)
+
+
+def test_the_audit_summary_fails_on_vulnerabilities_and_says_what_was_not_audited() -> None:
+    """scripts/audit.sh (in `make test`): pip-audit prints "No known vulnerabilities found"
+    even when it reached no vulnerability service; the summary says what was checked."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "audit_summary", Path(__file__).parents[1] / "scripts" / "audit_summary.py")
+    assert spec is not None and spec.loader is not None
+    audit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(audit)
+    clean = {"name": "flask", "version": "3.1.0", "vulns": []}
+    bad = {"name": "pillow", "version": "9.0.0", "vulns": [
+        {"id": "PYSEC-2022-10", "fix_versions": ["9.0.1"]}]}
+    unknown = {"name": "alembic", "skip_reason": "Dependency not found on PyPI and could not "
+                                                "be audited: alembic (1.20.1)"}
+    assert audit.summarise({"dependencies": [clean]}, True) == (0, [
+        "audit: 1 of 1 installed distributions checked against the vulnerability service",
+        "audit: no known vulnerabilities"])
+    status, lines = audit.summarise({"dependencies": [clean, bad, unknown]}, False)
+    assert status == 1
+    assert "audit: VULNERABLE pillow 9.0.0: PYSEC-2022-10 (fixed in: 9.0.1)" in lines
+    status, lines = audit.summarise({"dependencies": [unknown, unknown]}, False)
+    assert status == 0 and lines[0].startswith("audit: 0 of 2 installed distributions")
+    assert lines[1].startswith("audit: NOT AUDITED: 2 distributions could not be checked")
+    assert audit.summarise({"dependencies": [clean, unknown]}, True)[0] == 2

@@ -10,6 +10,7 @@ Without Redis (``redis_url`` empty) the same functions run in a background threa
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -23,7 +24,7 @@ from rq import Queue
 from rq.job import Callback, Dependency, Job, Retry
 from rq.serializers import JSONSerializer
 
-from hashsvc.errors import SourceError
+from hashsvc.errors import SourceError, loggable
 from hashsvc.matching import BankMatcher
 from hashsvc.isolation import start_method
 from hashsvc.pipeline import (Hasher, InlineHasher, Recorder, Task, make_hasher, process_task,
@@ -174,6 +175,25 @@ def cancel_scan(settings: Settings, scan_id: str) -> None:
         store.close()
 
 
+def scrubbed(job: Callable[..., Any]) -> Callable[..., Any]:
+    """An RQ job whose failure carries no data: a database error in it is raised again as
+    :func:`~hashsvc.errors.loggable` has it (the statement, not PostgreSQL's DETAIL line),
+    since RQ keeps a failed job's traceback in Redis and the scan's error list shows it."""
+
+    @functools.wraps(job)
+    def run(*args: Any) -> Any:
+        try:
+            return job(*args)
+        except Exception as exc:
+            clean = loggable(exc)
+            if clean is exc:
+                raise
+            raise clean from None
+
+    return run
+
+
+@scrubbed
 def enumerate_scan(scan_id: str) -> int:
     """RQ job: list the source, record and enqueue its batches and the closing job."""
     ctx = context()
@@ -198,11 +218,13 @@ def enumerate_scan(scan_id: str) -> int:
     return len(numbers)
 
 
+@scrubbed
 def scan_batch(scan_id: str, batch_no: int) -> str:
     """RQ job: scan one batch of top-level files in this process; returns the batch's state."""
     return run_batch(context(), scan_id, batch_no)
 
 
+@scrubbed
 def close_scan(scan_id: str) -> str:
     """RQ job: give the scan its final state once every batch has finished or failed."""
     return close(context().store, scan_id)

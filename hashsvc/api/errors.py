@@ -11,8 +11,8 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from hashsvc.errors import (ConfigError, DecodeError, HashsvcError, InputError, NotFound,
-                            SourceError, StoreError)
+from hashsvc.errors import (ConfigError, DecodeError, HashsvcError, InputError,  # noqa: F401
+                            LoggedError, NotFound, SourceError, StoreError, loggable)
 
 #: Codes for the HTTP statuses the API answers with.
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -76,37 +76,6 @@ def _unexpected(exc: Exception) -> Response:
 
     current_app.logger.error("unhandled error", exc_info=loggable(exc))
     return error_response(500, "internal", "internal error")
-
-
-def loggable(exc: BaseException) -> BaseException:
-    """The exception to put in a log: ``exc`` itself, unless a database error is in its
-    chain, whose text carries the statement's parameters and PostgreSQL's DETAIL line (hash
-    values, case references, key digests: nothing a log may hold). Then a stand-in with the
-    same traceback and type names, the first line of the database's message and the SQL
-    statement only (parameterised: no values)."""
-    from sqlalchemy.exc import StatementError
-
-    chain, seen = [], set()
-    link: BaseException | None = exc
-    while link is not None and id(link) not in seen:
-        seen.add(id(link))
-        chain.append(link)
-        link = link.__cause__ or link.__context__
-    database = next((e for e in chain if isinstance(e, StatementError)), None)
-    driver = next((e for e in chain if type(e).__module__.startswith("psycopg")), None)
-    if database is None and driver is None:
-        return exc
-    orig = getattr(database, "orig", None) or driver
-    first = (str(orig).strip().splitlines() or [""])[0] if orig is not None else ""
-    statement = getattr(database, "statement", None)
-    text = f"{type(exc).__name__}: database error ({type(orig).__name__}: {first})"
-    if statement:
-        text += f" [SQL: {' '.join(str(statement).split())[:2000]}]"
-    return LoggedError(text).with_traceback(exc.__traceback__)
-
-
-class LoggedError(Exception):
-    """What a log records in place of an exception whose text carries data (see loggable)."""
 
 
 def register_error_handlers(app: Flask) -> None:

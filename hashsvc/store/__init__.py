@@ -98,10 +98,14 @@ class RegisterResult:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL and foreign keys for safe concurrent readers."""
+    """An engine for ``url``; SQLite gets WAL and foreign keys for safe concurrent readers.
+
+    ``hide_parameters``: a database error's text names the statement but not its values
+    (hash values, case references, key digests), wherever that text ends up: a log, a failed
+    RQ job's traceback in Redis, a scan's error list."""
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 60})
+        engine = create_engine(url, connect_args={"timeout": 60}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -119,7 +123,7 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
 
 
 class Store:
