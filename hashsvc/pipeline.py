@@ -284,7 +284,7 @@ class Recorder:
     """Turns walk items and worker results into store rows, written in batches."""
 
     def __init__(self, store: Store, scan_id: str, matcher: BankMatcher,
-                 batch_size: int = 256) -> None:
+                 batch_size: int = 256, flush_seconds: float = 2.0) -> None:
         self.store = store
         self.scan_id = scan_id
         self.matcher = matcher
@@ -293,7 +293,7 @@ class Recorder:
         self.problems: list[dict[str, Any]] = []
         self.results: list[tuple[Locator, FileResult]] = []
         self.totals = ScanTotals()
-        self.flush_seconds = 2.0
+        self.flush_seconds = flush_seconds
         self.last_flush = time.monotonic()
 
     def problem(self, problem: Problem) -> None:
@@ -554,7 +554,7 @@ def run_scan(store: Store, settings: Settings, source: str, label: str | None = 
     try:
         matcher = BankMatcher(store, settings)
         store.set_scan_state(scan_id, "running", bank_cursor=matcher.cursor)
-        recorder = Recorder(store, scan_id, matcher)
+        recorder = Recorder(store, scan_id, matcher, flush_seconds=settings.flush_seconds)
         scan_items(walk(source, settings.limits), recorder, settings, progress)
     except BaseException:
         _mark_failed(store, scan_id, reserve)
@@ -638,6 +638,9 @@ def scan_items(items: Iterable[Any], recorder: Recorder, settings: Settings,
             elif isinstance(item, Entry):
                 recorder.totals.discovered += 1
                 task = _task_for(item, settings)
+                if task.key in locators:  # a reader gave two files one locator: keep both
+                    log.warning("two files at one locator in the source: %s", task.name)
+                    task.key = f"{task.key}#{len(locators)}"
                 locators[task.key] = item.info.locator
                 chunk.append(task)
                 if len(chunk) >= settings.chunk_size:

@@ -29,6 +29,7 @@ class Settings:
     redis_url: str
     workers: int
     chunk_size: int
+    flush_seconds: float
     heif_thumbnails: bool
     decision_rule: str
     pdq_threshold: int

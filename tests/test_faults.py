@@ -281,7 +281,10 @@ def test_full_disk_under_the_data_folder(photo_dump: Path, tmp_path: Path) -> No
     except (OSError, subprocess.SubprocessError) as exc:
         pytest.skip(f"cannot mount a small tmpfs here (needs root and CAP_SYS_ADMIN): {exc}")
     try:
-        settings = load_settings(env={}, data_dir=str(mount / "hashsvc"), workers=2)
+        # Findings written every 0.2 s: the disk fills up after the first write and well
+        # before the last, however fast the machine scans the 144 photos.
+        settings = load_settings(env={}, data_dir=str(mount / "hashsvc"), workers=2,
+                                 flush_seconds=0.2)
         store = Store.open(settings)
         register(store, "CASE-1", "astronaut", "coffee")
         store.close()

@@ -334,3 +334,22 @@ def test_the_scan_records_a_damaged_avif_as_a_decode_error(tmp_path: Path, store
     assert report["state"] == "done" and report["images_hashed"] == 1
     assert [(e["path"], e["stage"]) for e in report["errors"]] == [("x.avif", "decode")]
 
+
+
+def test_two_files_at_one_locator_are_both_hashed(store: Store, settings: Settings) -> None:
+    """A reader that gives two files one locator (a bug, or evidence no reader foresaw) must
+    not stop the scan: pairing results with files by locator once raised KeyError."""
+    from hashsvc.locators import Link
+    from hashsvc.matching import BankMatcher
+    from hashsvc.pipeline import InlineHasher, Recorder, scan_items
+    from hashsvc.sources.base import FileInfo
+    from hashsvc.sources.directory import fs_locator
+
+    loc = fs_locator("dump.bin").child(Link("zip", "a.jpg"))
+    first, second = jpeg(1), jpeg(2)
+    items = [Entry(FileInfo(loc, len(first)), lambda: first),
+             Entry(FileInfo(loc, len(second)), lambda: second)]
+    scan_id = store.create_scan("dump.bin", None, {})
+    recorder = Recorder(store, scan_id, BankMatcher(store, settings))
+    totals = scan_items(items, recorder, settings, hasher=InlineHasher())
+    assert (totals.discovered, totals.done, totals.images, totals.errors) == (2, 2, 2, 0)

@@ -265,7 +265,7 @@ def enumerate_batches(ctx: JobContext, scan_id: str, submit: Callable[[int], Non
         close(store, scan_id)
         return None
     store.set_scan_state(scan_id, "running", bank_cursor=store.bank_cursor())
-    recorder = Recorder(store, scan_id, ctx.matcher)
+    recorder = Recorder(store, scan_id, ctx.matcher, flush_seconds=ctx.settings.flush_seconds)
     watch = CancelWatch(store, scan_id)
     done = {n for n, s in progress.batch_states(store, scan_id).items()
             if s in BATCH_FINAL_STATES}
@@ -315,7 +315,8 @@ def run_batch(ctx: JobContext, scan_id: str, batch_no: int,
     source = open_source(claim.source, settings.limits)
     try:
         scan_items(watch.watch(source.walk_units(list(claim.entries))),
-                   Recorder(store, scan_id, ctx.matcher), settings, hasher=hasher)
+                   Recorder(store, scan_id, ctx.matcher, flush_seconds=settings.flush_seconds),
+                   settings, hasher=hasher)
     finally:
         source.close()
     state = "cancelled" if watch.cancelled else "done"
