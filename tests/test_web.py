@@ -6,8 +6,10 @@ The browser tests assert that registering photos through the intake page sends n
 bytes (every request goes to the loopback server, every body is small JSON of hash lines) and
 that the hashes made in the browser equal Python's within the match threshold; that a victim
 sees and withdraws a case; that an analyst starts a scan, watches it finish, confirms a
-candidate and downloads the signed deletion report (PDF and JSON, the signature checked); and
-that an operator makes a key and checks the audit chain. They save screenshots into
+candidate and downloads the signed deletion report (PDF and JSON, the signature checked);
+that an operator makes a key and checks the audit chain; and that the forms added beside the
+API's operations (a new secret, the victim's consent, cancelling a scan, a wipe record) work,
+the first two with JavaScript turned off. They save screenshots into
 docs/screenshots/ (docs/web.md shows them).
 """
 
@@ -71,11 +73,77 @@ def last_entry(api: Api, action: str | None = None) -> Any:
     return rows[-1]
 
 
+#: The page each signed-in role can read a CSRF token from.
+TOKEN_PAGES = {"charity": "/charity/cases", "charity_b": "/charity/cases",
+               "forensic": "/analyst/scans", "forensic_b": "/analyst/scans"}
+
+
+def assert_refused(web: Any, client: Any, path: str, action: str, other: str,
+                   wrong_role: str) -> None:
+    """A confirmed page action is refused without a CSRF token or with a forged one (form or
+    header), for the same role of another org (404, audited as other_org) and for another
+    role (403, audited as denied)."""
+    assert client.post(path, data={"confirm": "yes"}).status_code == 403
+    assert client.post(path, data={"confirm": "yes", "csrf_token": "forged"}
+                       ).status_code == 403
+    assert client.post(path, data={"confirm": "yes"}, headers={"X-CSRF-Token": "forged"}
+                       ).status_code == 403
+    stranger = signed_in(web, other)
+    assert stranger.post(path, data={"confirm": "yes", "csrf_token": csrf(
+        stranger, TOKEN_PAGES[other])}).status_code == 404
+    entry = last_entry(web, action)
+    assert (entry.org_id, entry.details["denied"], entry.details["outcome"]) == (
+        web.orgs[other], "other_org", "denied")
+    wrong = signed_in(web, wrong_role)
+    assert wrong.post(path, data={"confirm": "yes", "csrf_token": csrf(
+        wrong, TOKEN_PAGES[wrong_role])}).status_code == 403
+    assert last_entry(web, action).details["outcome"] == "denied"
+
+
 def intake_link(api: Api, case_id: int, who: str = "charity") -> dict[str, Any]:
     """A one-time link for a case, made through the API."""
     response = api.call("POST", f"/v1/cases/{case_id}/intake-links", who)
     assert response.status_code == 201, response.json
     return response.json
+
+
+def assert_clean_page(html: str) -> None:
+    """A page CSP would not trip over (no inline script or style, no handler attributes,
+    nothing from elsewhere) whose every input is labelled."""
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html)
+    assert not re.search(r"<style|\sstyle=|\son[a-z]+=", html)
+    assert not re.search(r"(src|href|action)=\"(https?:)?//", html)
+    for ident in re.findall(r'<(?:input|select|textarea)(?![^>]*type="(?:hidden|submit)")'
+                            r'[^>]*\bid="([^"]+)"', html):
+        assert f'for="{ident}"' in html, ident
+
+
+def form_fields(html: str, form_id: str) -> dict[str, str]:
+    """The hidden fields of the form with this id, as the browser would send them."""
+    found = re.search(rf'<form[^>]*\bid="{form_id}"[^>]*>(.*?)</form>', html, re.S)
+    assert found, form_id
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"',
+                           found.group(1)))
+
+
+def count_entries(api: Api, action: str) -> int:
+    """How many audit entries of ``action`` there are."""
+    return sum(1 for e in audit.entries(api.store, 0, 100_000) if e.action == action)
+
+
+def assert_same_audit(page_entry: Any, api_entry: Any) -> None:
+    """The page's audit entry is the API's: the same action, caller and target, and the same
+    details but for the HTTP status, the channel ("via") and the client address."""
+    def fields(entry: Any) -> tuple[Any, ...]:
+        return (entry.action, entry.org_id, entry.key_id, entry.target_type, entry.target_id)
+
+    def details(entry: Any) -> dict[str, Any]:
+        return {k: v for k, v in entry.details.items() if k not in ("status", "via", "address")}
+
+    assert page_entry.seq != api_entry.seq
+    assert fields(page_entry) == fields(api_entry)
+    assert details(page_entry) == details(api_entry)
+    assert page_entry.details["via"] == "web" and api_entry.details.get("via") != "web"
 
 
 # -- pages, headers, CSRF ----------------------------------------------------------------------
@@ -374,6 +442,137 @@ def test_status_form_is_rate_limited_per_address(settings: Any, tmp_path: Path) 
         api.store.close()
 
 
+def test_caseworker_gives_the_victim_a_new_secret_after_confirmation(web: Api) -> None:
+    case = new_case(web, case_ref="SECRET-1")
+    old = case["secret"]
+    path = f"/charity/cases/{case['case_id']}/secret"
+    client = signed_in(web, "charity")
+    page = client.get(f"/charity/cases/{case['case_id']}").get_data(as_text=True)
+    assert_clean_page(page)
+    assert f'action="{path}"' in page and "Give the victim a new secret" in page
+    token = csrf(client, f"/charity/cases/{case['case_id']}")
+
+    def old_secret_works() -> bool:
+        return web.client.get("/v1/status", auth=("SECRET-1", old)).status_code == 200
+
+    # Refused without the token, for another charity (404, as an unknown case) and for
+    # another role; none of them changes the secret.
+    assert_refused(web, client, path, "case.secret", other="charity_b", wrong_role="forensic")
+    assert old_secret_works()
+
+    # The first press only asks; nothing changes and nothing is audited yet.
+    entries = count_entries(web, "case.secret")
+    asked = client.post(path, data={"csrf_token": token})
+    html = asked.get_data(as_text=True)
+    assert asked.status_code == 200 and "stops working at once" in html
+    assert_clean_page(html)
+    assert 'id="victim-secret"' not in html
+    assert form_fields(html, "confirm-form") == {"csrf_token": token, "confirm": "yes"}
+    assert old_secret_works()
+    assert count_entries(web, "case.secret") == entries
+
+    # A case locked by wrong guesses is unlocked by the new secret.
+    for _ in range(web.settings.status_max_failures):
+        web.client.get("/v1/status", auth=("SECRET-1", "wrong"))
+    assert web.client.get("/v1/status", auth=("SECRET-1", old)).status_code == 429
+    made = client.post(path, data={"csrf_token": token, "confirm": "yes"})
+    html = made.get_data(as_text=True)
+    assert made.status_code == 200 and made.headers["Cache-Control"] == "no-store"
+    secret = re.search(r'id="victim-secret">([^<]+)<', html)[1]
+    assert secret != old and len(secret) == 29
+    assert web.client.get("/v1/status", auth=("SECRET-1", secret)).status_code == 200
+    assert web.client.get("/v1/status", auth=("SECRET-1", old)).status_code == 401
+    entry = last_entry(web, "case.secret")
+    assert (entry.target_id, entry.org_id, entry.details["outcome"]) == (
+        str(case["case_id"]), web.orgs["charity"], "ok")
+    assert secret not in json.dumps(entry.details) and old not in json.dumps(entry.details)
+    # Shown once: the case's page does not show it again.
+    assert secret not in client.get(f"/charity/cases/{case['case_id']}").get_data(as_text=True)
+
+    # The API's operation leaves the same entry.
+    assert web.call("POST", f"/v1/cases/{case['case_id']}/secret", "charity").status_code == 200
+    assert_same_audit(entry, last_entry(web, "case.secret"))
+
+
+def test_victim_gives_and_withdraws_consent_on_the_status_page(web: Api) -> None:
+    from hashsvc.features import encode_line, extract_registered
+    from hashsvc.store.models import ImageFeatures
+
+    line = {**hash_line(91), "features": encode_line(extract_registered(noise_image(91)))}
+    case = new_case(web, case_ref="CONSENT-1", features_consent=True)
+    web.call("POST", f"/v1/cases/{case['case_id']}/hashes", "charity", json=[line])
+
+    def kept() -> tuple[bool, int]:
+        """The case's consent and how many features the bank holds."""
+        with web.store.sessions() as session:
+            consent = session.get(Case, case["case_id"]).features_consent
+            count = len(session.execute(select(ImageFeatures)).all())
+        return bool(consent), count
+
+    assert kept() == (True, 1)
+    client = web.app.test_client()
+    token = csrf(client, "/status")
+    shown = client.post("/status", data={"case_ref": "CONSENT-1", "secret": case["secret"],
+                                         "csrf_token": token}).get_data(as_text=True)
+    assert_clean_page(shown)
+    assert 'id="case-consent">Kept' in shown
+    form = form_fields(shown, "consent-form")
+    assert form == {"csrf_token": token, "case_ref": "CONSENT-1", "secret": case["secret"],
+                    "features": "no"}
+
+    # Refused without the token, and with a wrong secret or another case's secret; the
+    # refusals are audited like the API's and change nothing.
+    assert client.post("/status/consent", data={**form, "csrf_token": ""}).status_code == 403
+    assert client.post("/status/consent", data={k: v for k, v in form.items()
+                                                if k != "csrf_token"}).status_code == 403
+    wrong = client.post("/status/consent", data={**form, "secret": "nope"})
+    assert wrong.status_code == 401 and "do not match" in wrong.get_data(as_text=True)
+    entry = last_entry(web, "status.consent")
+    assert (entry.details["denied"], entry.details["via"]) == ("wrong_secret", "web")
+    other = new_case(web, case_ref="CONSENT-2", features_consent=True)
+    assert client.post("/status/consent", data={**form, "secret": other["secret"]}
+                       ).status_code == 401
+    assert client.post("/status/consent", data={**form, "features": "maybe"}).status_code == 400
+    assert last_entry(web, "status.consent").details["outcome"] == "refused"
+    assert kept() == (True, 1)
+
+    # Withdrawing erases the features at once; the hashes stay.
+    done = client.post("/status/consent", data=form)
+    html = done.get_data(as_text=True)
+    assert done.status_code == 200 and done.headers["Cache-Control"] == "no-store"
+    assert 'id="consent-message"' in html
+    assert "features of 1 photo were erased" in html and 'id="case-consent">Not kept' in html
+    assert 'id="case-hashes">12<' in html
+    assert kept() == (False, 0)
+    withdrawn = last_entry(web, "status.consent")
+    assert (withdrawn.target_id, withdrawn.details["outcome"]) == (str(case["case_id"]), "ok")
+    assert (withdrawn.details["features_consent"], withdrawn.details["features_erased"]) == (
+        False, 1)
+    assert case["secret"] not in json.dumps(withdrawn.details)
+
+    # The page now offers to give consent again, which the API's state shows.
+    form = form_fields(html, "consent-form")
+    assert form["features"] == "yes"
+    given = client.post("/status/consent", data=form)
+    assert given.status_code == 200 and 'id="case-consent">Kept' in given.get_data(as_text=True)
+    assert kept() == (True, 0)
+    page_entry = last_entry(web, "status.consent")
+    assert (page_entry.details["features_consent"], page_entry.details["features_erased"]) == (
+        True, 0)
+    # The API's operation leaves the same entry.
+    assert web.client.post("/v1/status/consent", json={
+        "case_ref": "CONSENT-1", "secret": case["secret"], "features": True}).status_code == 200
+    assert_same_audit(page_entry, last_entry(web, "status.consent"))
+
+    # A withdrawn case offers no consent form and takes no new consent.
+    client.post("/status/withdraw", data={**form, "confirm": "yes"})
+    page = client.post("/status", data={**form}).get_data(as_text=True)
+    assert 'id="consent-form"' not in page
+    refused = client.post("/status/consent", data=form)
+    assert refused.status_code == 400 and 'id="consent-error"' in refused.get_data(as_text=True)
+    assert last_entry(web, "status.consent").details["outcome"] == "refused"
+
+
 # -- analysts' and operators' pages --------------------------------------------------------------
 
 def scanned(api: Api, tmp_path: Path) -> tuple[dict[str, Any], Path]:
@@ -484,6 +683,174 @@ def test_analyst_reviews_and_downloads_reports_through_the_pages(web: Api,
     assert case["case_id"]
 
 
+def held_scan(api: Api, client: FlaskClient, tmp_path: Path,
+              monkeypatch: pytest.MonkeyPatch) -> str:
+    """A scan started through the page and held in the queue (its jobs never run), so that it
+    stays "queued" until the test moves it on."""
+    jobs = pytest.importorskip("workers.jobs")
+    held: list[str] = []
+    monkeypatch.setattr(jobs, "start_scan", lambda _settings, scan_id: held.append(scan_id))
+    (tmp_path / "evidence" / "held").mkdir(parents=True, exist_ok=True)
+    started = client.post("/analyst/scans/new", data={
+        "source": str(tmp_path / "evidence" / "held"), "label": "EXH-HELD",
+        "csrf_token": csrf(client, "/analyst/scans/new")})
+    assert started.status_code == 303, started.get_data(as_text=True)
+    scan_id = started.headers["Location"].rsplit("/", 1)[1]
+    assert held == [scan_id] and api.store.get_scan(scan_id).state == "queued"
+    return scan_id
+
+
+def set_scan_state(api: Api, scan_id: str, state: str) -> None:
+    """Move a held scan on, as its jobs would have."""
+    from hashsvc.store.models import Scan
+
+    with api.store.sessions.begin() as session:
+        session.execute(update(Scan).where(Scan.id == scan_id).values(
+            state=state, finished_at=utcnow() if state != "running" else None))
+
+
+def test_analyst_cancels_a_scan_after_confirmation(web: Api, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    client = signed_in(web, "forensic")
+    scan_id = held_scan(web, client, tmp_path, monkeypatch)
+    set_scan_state(web, scan_id, "running")
+    path = f"/analyst/scans/{scan_id}/cancel"
+    page = client.get(f"/analyst/scans/{scan_id}").get_data(as_text=True)
+    assert_clean_page(page)
+    token = csrf(client, f"/analyst/scans/{scan_id}")
+    assert form_fields(page, "cancel-form") == {"csrf_token": token}
+    assert f'action="{path}"' in page
+
+    def cancel_requested() -> bool:
+        return bool(web.store.get_scan(scan_id).cancel_requested)
+
+    # Refused without the token, for another force (404, as an unknown scan) and for another
+    # role; none of them asks the scan to stop.
+    assert_refused(web, client, path, "scan.cancel", other="forensic_b", wrong_role="charity")
+    assert not cancel_requested()
+
+    # The first press only asks; nothing changes and nothing is audited yet.
+    entries = count_entries(web, "scan.cancel")
+    asked = client.post(path, data={"csrf_token": token})
+    html = asked.get_data(as_text=True)
+    assert asked.status_code == 200 and "cannot be undone" in html
+    assert_clean_page(html)
+    assert form_fields(html, "confirm-form") == {"csrf_token": token, "confirm": "yes"}
+    assert not cancel_requested()
+    assert count_entries(web, "scan.cancel") == entries
+
+    done = client.post(path, data={"csrf_token": token, "confirm": "yes"})
+    assert done.status_code == 303 and done.headers["Location"] == f"/analyst/scans/{scan_id}"
+    assert cancel_requested()
+    entry = last_entry(web, "scan.cancel")
+    assert (entry.target_type, entry.target_id, entry.org_id, entry.details["outcome"]) == (
+        "scan", scan_id, web.orgs["forensic"], "ok")
+    shown = client.get(done.headers["Location"]).get_data(as_text=True)
+    assert "Cancellation requested" in shown and 'id="cancel-requested"' in shown
+    assert 'id="cancel-form"' not in shown  # asked already: no second button
+    # The API's operation leaves the same entry.
+    assert web.call("POST", f"/v1/scans/{scan_id}/cancel", "forensic").status_code == 202
+    assert_same_audit(entry, last_entry(web, "scan.cancel"))
+
+    # A finished scan has no button, and cancelling it is a 409 as in the API.
+    set_scan_state(web, scan_id, "cancelled")
+    page = client.get(f"/analyst/scans/{scan_id}").get_data(as_text=True)
+    assert 'id="cancel-form"' not in page and 'id="cancel-requested"' not in page
+    late = client.post(path, data={"csrf_token": token, "confirm": "yes"})
+    assert late.status_code == 409 and 'id="cancel-error"' in late.get_data(as_text=True)
+    page_entry = last_entry(web, "scan.cancel")
+    assert page_entry.details["outcome"] == "refused"
+    assert web.call("POST", f"/v1/scans/{scan_id}/cancel", "forensic").status_code == 409
+    assert_same_audit(page_entry, last_entry(web, "scan.cancel"))
+
+
+WIPE = {"medium": "Samsung T7 S/N 123", "method": "purge", "technique": "crypto erase",
+        "tool": "nwipe", "tool_version": "0.34", "verification_method": "re-scan with hashsvc",
+        "verification_result": "no files found", "operator": "DC Smith",
+        "date": "2026-03-14", "notes": ""}
+
+
+def test_analyst_records_wipes_on_the_scan_page(web: Api, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from hashsvc.verification import wipe_records
+
+    client = signed_in(web, "forensic")
+    scan_id = held_scan(web, client, tmp_path, monkeypatch)
+    scan_page = f"/analyst/scans/{scan_id}"
+    path = f"{scan_page}/wipe-records"
+    assert 'id="wipe-form"' not in client.get(scan_page).get_data(as_text=True)  # not done yet
+    set_scan_state(web, scan_id, "done")
+    page = client.get(scan_page).get_data(as_text=True)
+    assert_clean_page(page)
+    assert "No medium of this scan has a wipe record yet" in page
+    token = csrf(client, scan_page)
+    assert form_fields(page, "wipe-form") == {"csrf_token": token}
+    for name in WIPE:
+        assert f'name="{name}"' in page, name
+
+    def records() -> list[dict[str, Any]]:
+        return wipe_records(web.store, [scan_id])
+
+    # Refused without the token, for another force (404) and for another role.
+    assert client.post(path, data=WIPE).status_code == 403
+    assert client.post(path, data={**WIPE, "csrf_token": "forged"}).status_code == 403
+    other = signed_in(web, "forensic_b")
+    assert other.post(path, data={**WIPE, "csrf_token": csrf(other, "/analyst/scans")}
+                      ).status_code == 404
+    entry = last_entry(web, "scan.wipe_record")
+    assert (entry.org_id, entry.details["denied"]) == (web.orgs["forensic_b"], "other_org")
+    caseworker = signed_in(web, "charity")
+    assert caseworker.post(path, data={**WIPE, "csrf_token": csrf(
+        caseworker, "/charity/cases")}).status_code == 403
+    assert last_entry(web, "scan.wipe_record").details["outcome"] == "denied"
+    assert records() == []
+
+    # The API's checks: the required fields, and a NIST method; the form keeps what was typed.
+    missing = client.post(path, data={**WIPE, "tool": " ", "operator": "", "csrf_token": token})
+    html = missing.get_data(as_text=True)
+    assert missing.status_code == 400 and 'id="wipe-error"' in html
+    assert "a wipe record needs tool, operator" in html
+    assert re.search(r'id="wipe-tool"[^>]*aria-invalid="true"', html)
+    assert re.search(r'id="wipe-operator"[^>]*aria-invalid="true"', html)
+    assert not re.search(r'id="wipe-medium"[^>]*aria-invalid', html)
+    assert 'value="Samsung T7 S/N 123"' in html
+    assert last_entry(web, "scan.wipe_record").details["outcome"] == "refused"
+    burnt = client.post(path, data={**WIPE, "method": "burn", "csrf_token": token})
+    assert burnt.status_code == 400 and "method must be one of clear, purge, destroy" in \
+        burnt.get_data(as_text=True)
+    assert records() == []
+
+    # Saved; fields the API does not take (a forged recorder) are not sent on.
+    saved = client.post(path, data={**WIPE, "recorded_by": "someone else", "csrf_token": token})
+    assert saved.status_code == 303
+    assert saved.headers["Location"] == f"{scan_page}#wipe-records"
+    prefix = accounts.authenticate(web.store, web.keys["forensic"]).prefix
+    [record] = records()
+    assert record["fields"] == {k: v for k, v in WIPE.items() if v}
+    assert record["recorded_by"] == f"forensic_a org (key {prefix})"
+    page_entry = last_entry(web, "scan.wipe_record")
+    assert (page_entry.target_id, page_entry.org_id, page_entry.details["outcome"]) == (
+        scan_id, web.orgs["forensic"], "ok")
+    assert (page_entry.details["medium"], page_entry.details["method"]) == (
+        "Samsung T7 S/N 123", "purge")
+    shown = client.get(scan_page).get_data(as_text=True)
+    assert "The wipe record of Samsung T7 S/N 123 was saved." in shown
+    listed = re.search(r'<table id="wipe-list">(.*?)</table>', shown, re.S)[1]
+    assert "Samsung T7 S/N 123" in listed and "nwipe 0.34" in listed and "DC Smith" in listed
+    assert f"forensic_a org (key {prefix})" in listed
+
+    # The API's operation leaves the same entry and the same record.
+    api = web.call("POST", path.replace("/analyst", "/v1"), "forensic",
+                   json={k: v for k, v in WIPE.items() if v})
+    assert api.status_code == 201
+    assert_same_audit(page_entry, last_entry(web, "scan.wipe_record"))
+    first, second = records()
+    assert (first["fields"], first["recorded_by"]) == (second["fields"], second["recorded_by"])
+    listed = re.search(r'<table id="wipe-list">.*?<tbody>(.*?)</tbody>',
+                       client.get(scan_page).get_data(as_text=True), re.S)[1]
+    assert listed.count("<tr>") == 2 and listed.count("Samsung T7 S/N 123") == 2
+
+
 def test_operator_pages_make_and_revoke_keys_and_verify_the_chain(web: Api) -> None:
     client = signed_in(web, "admin")
     token = csrf(client, "/admin/orgs")
@@ -572,6 +939,18 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
+def wait_until(page: Any, expression: str, timeout: float = 120) -> None:
+    """Wait until a JavaScript expression is true in the page. Playwright's
+    wait_for_function polls with eval(), which the pages' CSP (no 'unsafe-eval') refuses
+    whenever the condition is not already true; page.evaluate is not subject to it."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"not true after {timeout} s: {expression}"
+        page.wait_for_timeout(100)
+
+
 def browser_sign_in(page: Any, key: str) -> None:
     """Sign in through the form."""
     page.goto("/signin")
@@ -602,8 +981,8 @@ def test_browser_intake_sends_hashes_only(chromium: Any, web: Api,  # noqa: F811
         page.get_by_label("Photos", exact=True).set_input_files(
             [str(tmp_path / n) for n in (*files, "IMG_2042.HEIC")])
         page.wait_for_selector("#preview-section:not([hidden])", timeout=60_000)
-        page.wait_for_function("document.getElementById('hash-progress').textContent"
-                               ".includes('of 3 photos hashed')", timeout=60_000)
+        wait_until(page, "document.getElementById('hash-progress').textContent"
+                         ".includes('of 3 photos hashed')", timeout=60)
         assert "cannot read HEIC" in page.locator("#file-list").inner_text()
         shown = json.loads(page.locator("#preview").inner_text())
         assert shown["code"] == link["code"]
@@ -713,12 +1092,12 @@ def test_browser_analyst_confirms_and_downloads_the_report(chromium: Any, web: A
         page.wait_for_selector("#candidates")
         images = page.locator("img.thumb")
         assert images.count() == 2
-        page.wait_for_function("Array.from(document.images).every(i => i.complete && "
-                               "i.naturalWidth > 0)")
+        wait_until(page, "Array.from(document.images).every(i => i.complete && "
+                         "i.naturalWidth > 0)")
         shot(page, "analyst-candidates")
         first = page.locator("tr", has=page.get_by_text("first.jpg", exact=True))
         first.get_by_role("button", name="Reveal").click()
-        page.wait_for_function("document.querySelector('img.thumb').src.includes('reveal=1')")
+        wait_until(page, "document.querySelector('img.thumb').src.includes('reveal=1')")
         page.get_by_label("Your name (the reviewer)", exact=True).fill("DC Smith")
         first.get_by_role("button", name=re.compile("^Confirm candidate")).click()
         page.wait_for_selector(".message.ok")
@@ -766,3 +1145,67 @@ def test_browser_operator_makes_a_key_and_checks_the_chain(chromium: Any,  # noq
         assert key not in page.content()  # shown once only
         assert problems == []
     assert all(r.url.startswith(base + "/") for r in requests)
+def test_browser_new_secret_consent_cancel_and_wipe(chromium: Any, web: Api,  # noqa: F811
+                                                    tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    case = new_case(web, case_ref="RPH-BROWSER-3")
+    with serving(web) as base:
+        # Without JavaScript: a caseworker gives the victim a new secret, and the victim
+        # uses it to give consent to local features.
+        context = chromium.new_context(base_url=base, java_script_enabled=False)
+        context.set_default_timeout(120_000)
+        try:
+            page = context.new_page()
+            browser_sign_in(page, web.keys["charity"])
+            page.get_by_role("link", name="RPH-BROWSER-3").click()
+            page.get_by_role("button", name="Give the victim a new secret…").click()
+            page.wait_for_selector("#confirm-new-secret")
+            page.get_by_role("button", name="Yes, make a new secret").click()
+            page.wait_for_selector("#victim-secret")
+            secret = page.locator("#victim-secret").inner_text().strip()
+            assert secret != case["secret"]
+            page.goto("/status")
+            page.get_by_label("Case reference", exact=True).fill("RPH-BROWSER-3")
+            page.get_by_label("Secret", exact=True).fill(secret)
+            page.get_by_role("button", name="Show my case").click()
+            page.wait_for_selector("#case-state")
+            assert page.locator("#case-consent").inner_text().startswith("Not kept")
+            page.get_by_role("button", name="Give my consent to keeping local features").click()
+            page.wait_for_selector("#consent-message")
+            assert page.locator("#case-consent").inner_text().startswith("Kept")
+        finally:
+            context.close()
+    assert web.call("GET", f"/v1/cases/{case['case_id']}", "charity"
+                    ).json["features_consent"] is True
+    assert last_entry(web, "status.consent").details["via"] == "web"
+
+    # With JavaScript (and the CSP): an analyst cancels a running scan, then records a wipe.
+    client = signed_in(web, "forensic")
+    scan_id = held_scan(web, client, tmp_path, monkeypatch)
+    set_scan_state(web, scan_id, "running")
+    with serving(web) as base, browser_page(chromium, base) as (page, requests, problems):
+        browser_sign_in(page, web.keys["forensic"])
+        page.goto(f"/analyst/scans/{scan_id}")
+        page.get_by_role("button", name="Cancel scan…").click()
+        page.wait_for_selector("#confirm-cancel")
+        assert not web.store.get_scan(scan_id).cancel_requested
+        page.get_by_role("button", name="Yes, cancel the scan").click()
+        page.wait_for_selector("#cancel-requested")
+        assert web.store.get_scan(scan_id).cancel_requested
+        set_scan_state(web, scan_id, "done")
+        page.goto(f"/analyst/scans/{scan_id}")
+        for label, value in (("Medium", "Pixel 7 IMEI 3569"), ("Tool", "factory reset"),
+                             ("Verification method", "re-scan"),
+                             ("Verification result", "nothing found"),
+                             ("Operator", "DC Smith"), ("Date", "2026-03-14")):
+            page.get_by_label(label, exact=True).fill(value)
+        page.get_by_label("Method", exact=True).select_option("purge")
+        page.get_by_role("button", name="Save the wipe record").click()
+        page.wait_for_selector("#wipe-list")
+        assert "Pixel 7 IMEI 3569" in page.locator("#wipe-list").inner_text()
+        assert "was saved" in page.locator(".message.ok").inner_text()
+        assert problems == []
+    assert all(r.url.startswith(base + "/") for r in requests)
+    entry = last_entry(web, "scan.wipe_record")
+    assert (entry.target_id, entry.details["medium"], entry.details["via"]) == (
+        scan_id, "Pixel 7 IMEI 3569", "web")

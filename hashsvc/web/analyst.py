@@ -1,11 +1,14 @@
 """Forensic analysts' pages (a forensic key): the org's scans with live progress, starting a
-scan (or a verification re-scan), a scan's candidates with their distances and a blurred
-thumbnail, confirming and rejecting them, the signed deletion report (JSON, HTML, PDF) and the
-verification report of a re-scan.
+scan (or a verification re-scan), cancelling a queued or running scan (after a confirming
+screen), a scan's candidates with their distances and a blurred thumbnail, confirming and
+rejecting them, the signed deletion report (JSON, HTML, PDF), the wipe records of the scan's
+media (NIST SP 800-88 fields) and the verification report of a re-scan.
 
-Every page calls the API's own functions (``hashsvc.api.scans``) and leaves the API's audit
-entry ("scan.list", "scan.create", "scan.read", "scan.candidates", "scan.thumbnail",
-"scan.review", "scan.report", "scan.verification"), with ``details.via = "web"``.
+Every page calls the API's own functions (``hashsvc.api.scans``, and the same core functions as
+its views: ``workers.jobs.cancel_scan``, ``hashsvc.verification.add_wipe_record``) and leaves
+the API's audit entry ("scan.list", "scan.create", "scan.read", "scan.candidates",
+"scan.thumbnail", "scan.review", "scan.report", "scan.verification", "scan.cancel",
+"scan.wipe_record"), with ``details.via = "web"``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from flask import (Response, flash, g, jsonify, redirect, render_template, reque
                    url_for)
 
 from hashsvc.api import state
-from hashsvc.api.auth import own_page
+from hashsvc.api.auth import current_principal, own_page
 from hashsvc.api.scans import (FINISHED, _own_scan, deletion_report_bytes, evidence_roots,
                                review_decision, scan_json, start_new_scan, thumbnail_bytes,
                                verification_report)
@@ -82,9 +85,12 @@ def new_scan_post() -> Any:
                            form=form, errors=errors), 400
 
 
-def _scan_page(scan: Scan, errors: dict[str, str] | None = None, status: int = 200) -> Any:
-    """A scan's page: its progress, and once done its candidates and report forms."""
+def _scan_page(scan: Scan, errors: dict[str, str] | None = None, status: int = 200,
+               wipe_form: dict[str, str] | None = None) -> Any:
+    """A scan's page: its progress (with "Cancel scan" while it is queued or running), once
+    done its candidates and report forms, and its wipe records with the form for one more."""
     from hashsvc.review import candidates, summary
+    from hashsvc.verification import WIPE_METHODS, WIPE_REQUIRED, wipe_records
 
     info = scan_json(scan)
     items: list[dict[str, Any]] = []
@@ -97,7 +103,10 @@ def _scan_page(scan: Scan, errors: dict[str, str] | None = None, status: int = 2
         "web/scan.html", scan=info, candidates=items, summary=summary(items),
         finished=FINISHED, reveal=reveal, errors=errors or {},
         verify=(scan.settings or {}).get("verify_against") is not None,
-        reviewer=session.get("reviewer", ""), args=request.args), status
+        reviewer=session.get("reviewer", ""), args=request.args,
+        cancel_requested=bool(scan.cancel_requested),
+        wipes=wipe_records(state().store, [scan.id]), wipe_form=wipe_form or {},
+        wipe_methods=WIPE_METHODS, wipe_required=WIPE_REQUIRED), status
 
 
 @bp.get("/analyst/scans/<scan_id>")
@@ -165,6 +174,53 @@ def review(scan_id: str) -> Any:
     flash(f"{len(changed)} candidate{'s' if len(changed) != 1 else ''} {verb}"
           + ("." if changed else " (no change: already decided so)."), "ok")
     return redirect(url_for("web.scan", scan_id=row.id) + "#candidates", 303)
+
+
+@bp.post("/analyst/scans/<scan_id>/cancel")
+@page("forensic", action="scan.cancel", target="scan")
+def cancel(scan_id: str) -> Any:
+    """First a confirming screen; with ``confirm=yes``, ask the scan to stop as ``POST
+    /v1/scans/{id}/cancel`` does (409 once it has finished)."""
+    from workers.jobs import cancel_scan
+
+    row = _own_scan(scan_id)
+    if row.state in FINISHED:
+        return _scan_page(row, {"cancel": f"This scan has already finished ({row.state}): "
+                                          "there is nothing to cancel."}, 409)
+    if request.form.get("confirm") != "yes":
+        g.pop("audit", None)  # nothing changed yet: the confirmed request is the audited one
+        return render_template("web/scan_cancel.html", scan=scan_json(row))
+    cancel_scan(state().settings, row.id)
+    flash("Cancellation requested: the scan stops after the files it is reading now.", "ok")
+    return redirect(url_for("web.scan", scan_id=row.id), 303)
+
+
+def _wipe_form() -> dict[str, str]:
+    """The wipe record fields the form sent (only those the API takes; nothing else)."""
+    from hashsvc.verification import WIPE_FIELDS
+
+    return {name: request.form.get(name, "") for name in WIPE_FIELDS}
+
+
+@bp.post("/analyst/scans/<scan_id>/wipe-records")
+@page("forensic", action="scan.wipe_record", target="scan")
+def add_wipe(scan_id: str) -> Any:
+    """Record how a medium of the scan's evidence was sanitised, as ``POST
+    /v1/scans/{id}/wipe-records`` does (the same checks, recorder and audit details)."""
+    from hashsvc.verification import add_wipe_record
+
+    row = _own_scan(scan_id)
+    form = _wipe_form()
+    principal = current_principal()
+    try:
+        record = add_wipe_record(state().store, row.id, form,
+                                 f"{principal.org_name} (key {principal.prefix})")
+    except InputError as exc:
+        return _scan_page(row, {"wipe": str(exc)}, 400, wipe_form=form)
+    g.audit.details.update({"medium": record["fields"].get("medium"),
+                            "method": record["fields"].get("method")})
+    flash(f"The wipe record of {record['fields']['medium']} was saved.", "ok")
+    return redirect(url_for("web.scan", scan_id=row.id) + "#wipe-records", 303)
 
 
 def _without_empty_fields(endpoint: str, scan_id: str) -> Any | None:

@@ -1,17 +1,19 @@
 """Caseworkers' pages (a charity's key): the org's cases, opening a case (the victim's secret
-is shown once), a case's counts, and one-time registration links for the intake page.
+is shown once), a case's counts, one-time registration links for the intake page, and a new
+secret for the victim (after a confirming screen; the old one stops working, shown once).
 
 Each page leaves the API's audit entry ("case.list", "case.create", "case.read",
-"case.intake_link") through the API's own functions.
+"case.intake_link", "case.secret") through the API's own functions.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import redirect, render_template, request, url_for
+from flask import g, redirect, render_template, request, url_for
 
-from hashsvc import audit
+from hashsvc import audit, victims
+from hashsvc.api import state
 from hashsvc.api.auth import own_page
 from hashsvc.api.cases import _own_case, case_json, open_case
 from hashsvc.api.errors import Conflict
@@ -73,3 +75,18 @@ def create_intake_link(case_id: int) -> Any:
     link = make_link(row)
     link["url"] = request.host_url.rstrip("/") + link["url"]
     return render_template("web/case.html", case=case_json(row), link=link)
+
+
+@bp.post("/charity/cases/<int:case_id>/secret")
+@page("charity", action="case.secret", target="case")
+def new_secret(case_id: int) -> Any:
+    """First a confirming screen; with ``confirm=yes``, give the victim a new secret as ``POST
+    /v1/cases/{id}/secret`` does (the old one stops working, any lockout ends); the secret is on
+    the answer only."""
+    row = _own_case(case_id)
+    if request.form.get("confirm") != "yes":
+        g.pop("audit", None)  # nothing changed yet: the confirmed request is the audited one
+        return render_template("web/secret_confirm.html", case=case_json(row))
+    secret = victims.set_secret(state().store, row.id)
+    return render_template("web/case.html", case=case_json(_own_case(case_id)),
+                           new_secret=secret)

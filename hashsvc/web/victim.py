@@ -4,20 +4,22 @@ page (the case reference and secret).
 The intake page hashes photos in the browser (static/hashing.js) and sends hash lines only, to
 ``POST /v1/intake``; the server never sees a photo. The status page posts the reference and
 secret to the routes below, which call the API's own check (per-case lockout, audit entry
-"status.read" or "status.withdraw" with ``via: "web"``); withdrawal needs a second, confirming
-screen. Nothing of the case is kept in the browser: the secret rides in the forms of pages that
-are never cached.
+"status.read", "status.withdraw" or "status.consent" with ``via: "web"``); withdrawal needs a
+second, confirming screen. The victim can also give or withdraw consent to keeping local
+features (withdrawing erases them at once), as ``POST /v1/status/consent`` does. Nothing of
+the case is kept in the browser: the secret rides in the forms of pages that are never cached.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import render_template, request
+from flask import g, render_template, request
 from flask.typing import ResponseReturnValue
 
 from hashsvc import victims
 from hashsvc.api import state
+from hashsvc.errors import InputError
 from hashsvc.web import bp, public_bp
 
 
@@ -83,3 +85,33 @@ def withdraw_post() -> Any:
         return _refused(exc, body)
     result = withdraw_case(case_id)
     return render_template("web/status_result.html", status=result, withdrawn_now=True, **body)
+
+
+#: The consent form's answers, as ``POST /v1/status/consent`` takes them (``features``).
+CONSENT_ANSWERS = {"yes": True, "no": False}
+
+
+@public_bp.post("/status/consent")
+def consent_post() -> Any:
+    """Give (``features=yes``) or withdraw (``features=no``: erased at once) consent to keeping
+    local features, with the API's check, lockout and audit entry ("status.consent")."""
+    from hashsvc.api.victims import _Refused, _victim_case
+
+    body = _credentials()
+    try:
+        case_id = _victim_case("status.consent", dict(body), via="web")
+    except _Refused as exc:
+        return _refused(exc, body)
+    features = CONSENT_ANSWERS.get(request.form.get("features", ""))
+    if features is None:
+        raise InputError("features must be true or false")
+    try:
+        erased = victims.set_consent(state().store, case_id, features)
+    except InputError as exc:  # a withdrawn case takes no new consent
+        return render_template("web/status_result.html",
+                               status=victims.status(state().store, case_id),
+                               consent_error=str(exc), **body), 400
+    g.audit.details.update({"features_consent": features, "features_erased": erased})
+    return render_template("web/status_result.html",
+                           status=victims.status(state().store, case_id),
+                           consent_now=features, features_erased=erased, **body)
