@@ -14,8 +14,6 @@ Environment (all optional):
 ``HASHSVC_FUZZ_MEMORY_MB``
     address space one example may add to the test process (default 2048) before it counts as
     unbounded memory;
-``HASHSVC_FUZZ_EXT4``
-    fuzz damaged ext4 images in a default run too (long runs always do);
 ``HASHSVC_FUZZ_CRASHES``
     a folder: the input of every failing example is written there (named by its SHA-256), to
     be turned into a regression test.
