@@ -18,7 +18,8 @@ from hashsvc.locators import Link
 from hashsvc.sources import Entry, FileInfo, Limits, Problem, Source, open_source
 from hashsvc.sources import guarded
 from hashsvc.sources.directory import fs_locator
-from hashsvc.sources.guarded import GuardedSource, beat, checkpoint, done
+from hashsvc.sources.guarded import GuardedSource
+from hashsvc.sources.steps import beat, checkpoint, done
 
 from test_sources import jpeg, put, tar_bytes
 
@@ -199,3 +200,22 @@ def test_both_limits_off_reads_in_this_process(tmp_path: Path) -> None:
     archive = put(tmp_path / "photos.tar", tar_bytes([("a.jpg", jpeg(1))]))
     assert not isinstance(open_source(archive, Limits(reader_timeout_seconds=0,
                                                       reader_memory_mb=0)), GuardedSource)
+
+
+def test_archive_reading_shows_the_reader_alive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every member byte an archive reader decompresses is charged to its budget, and each
+    charge is a heartbeat: a large member read slowly is not taken for a stall."""
+    from types import SimpleNamespace
+
+    from hashsvc.sources import steps
+    from hashsvc.sources.streams import Budget
+
+    counter, buffer = SimpleNamespace(value=0), SimpleNamespace(value=b"")
+    monkeypatch.setattr(steps, "_shared", (counter, buffer))
+    budget = Budget(1 << 20)
+    for _ in range(5):
+        budget.charge(4096)
+    assert counter.value == 5
+    monkeypatch.setattr(steps, "_shared", None)  # outside a reading child: nothing counted
+    budget.charge(4096)
+    assert counter.value == 5

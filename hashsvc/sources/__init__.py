@@ -80,7 +80,8 @@ def open_source(source: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS)
 
         return detect_folder(uri, limits) or DirectorySource(uri, limits)
     if os.path.lexists(uri):
-        from hashsvc.sources.guarded import GuardedSource, in_reader, open_unguarded
+        from hashsvc.sources.guarded import GuardedSource, open_unguarded
+        from hashsvc.sources.steps import in_reader
 
         if in_reader() or not (limits.reader_timeout_seconds or limits.reader_memory_mb):
             return open_unguarded(uri, limits)

@@ -58,7 +58,7 @@ from hashsvc.sources.base import (
     Walk,
 )
 from hashsvc.sources.directory import decode_relpath, encode_relpath, fs_locator
-from hashsvc.sources.guarded import beat, checkpoint, done
+from hashsvc.sources.steps import beat, checkpoint, done
 from hashsvc.sources.streams import HEAD_BYTES, Budget, SeekableView, describe, too_large
 
 EWF_SIGNATURE = b"EVF\x09\x0d\x0a\xff\x00"
@@ -1005,7 +1005,7 @@ class _TreeLister:
     def run(self) -> Iterator[FileRef | Problem]:
         """Every regular file of the file system (and a Problem for everything else).
 
-        Each entry is one named step (:func:`~hashsvc.sources.guarded.checkpoint`): where The
+        Each entry is one named step (:func:`~hashsvc.sources.steps.checkpoint`): where The
         Sleuth Kit stalls on one, a fresh reader skips it and the rest of its folder."""
         root = int(self.fs.info.root_inum)
         visited = {root}

@@ -10,12 +10,13 @@ reader runs in a child process that streams its items to the scanning process.
   started) and no core dumps, and dies with its parent.
 * The scanning process waits at most ``reader_timeout_seconds`` for each item. The child shows
   that it is alive by each item it sends and by heartbeats from long, legitimate work (hashing
-  the media, reading a large file); a child silent past the limit is killed.
+  the media, reading a large file, every member byte an archive reader decompresses); a child
+  silent past the limit is killed.
 * Before each step that may stall (listing the next entry of a folder, opening a file by its
-  inode), a reader names the step with :func:`checkpoint`. When the child stalls or crashes, the
-  last step it named is marked bad and a fresh child walks the source again, skipping the items
-  already delivered and, at the bad step, yielding a Problem instead of doing it: the rest of
-  the source is still read, and nothing already found is read twice or lost.
+  inode), a reader names it (:func:`~hashsvc.sources.steps.checkpoint`). When the child stalls
+  or crashes, the innermost step it was in is marked bad and a fresh child walks the source
+  again, sending nothing it sent before the step began and, at the bad step, yielding a Problem
+  instead of taking it: the rest of the source is still read, and nothing is sent twice.
 * A stall at a step that was not named, or at one already marked, ends the walk with a Problem
   (the rest of the source was not examined), as does the :data:`MAX_RESTARTS`-th restart.
 
@@ -43,16 +44,14 @@ from hashsvc import errors
 from hashsvc.errors import HashsvcError, SourceError
 from hashsvc.isolation import exit_description, start_method
 from hashsvc.locators import Locator
-from hashsvc.sources.directory import fs_locator, read_fs_file
+from hashsvc.sources import steps
 from hashsvc.sources.base import Entry, Limits, Listing, Problem, Source, Walk
+from hashsvc.sources.directory import fs_locator, read_fs_file
 
 log = logging.getLogger(__name__)
 
 #: Restarts of the reading child for one walk before the rest of the source is given up.
 MAX_RESTARTS = 20
-
-#: Bytes of the shared buffer that holds the name of the step the child is on.
-MARKER_BYTES = 1024
 
 _END = object()
 
@@ -60,52 +59,6 @@ _END = object()
 POLL_SECONDS = 0.5
 
 # -- in the child ----------------------------------------------------------------------------
-
-_shared: Any = None  # in a reading child: (heartbeat counter, marker buffer)
-_bad: dict[str, str] = {}  # steps that stalled or crashed an earlier child: why
-_steps: list[bytes] = []  # the named steps the reader is in, innermost last
-_position = 0  # the number of items the walk in this child has produced so far
-
-
-def in_reader() -> bool:
-    """Whether this process is a reading child."""
-    return _shared is not None
-
-
-def beat() -> None:
-    """Show that the reader is alive and busy (long legitimate work calls this now and then).
-    Does nothing outside a reading child."""
-    if _shared is not None:
-        _shared[0].value += 1
-
-
-def checkpoint(marker: str) -> str | None:
-    """Name the step the reader is about to take, until the matching :func:`done` (steps
-    nest); returns why it must be skipped instead (it stalled or crashed an earlier reading
-    child; then there is no :func:`done` to call), else None. Outside a reading child: None."""
-    if _shared is None:
-        return None
-    why = _bad.get(marker)
-    if why is None:
-        _steps.append(f"{_position}|{marker}".encode("utf-8", "surrogatepass")[
-            :MARKER_BYTES - 1])
-        _show_step()
-    return why
-
-
-def done() -> None:
-    """The step named last is over."""
-    if _shared is not None and _steps:
-        _steps.pop()
-        _show_step()
-
-
-def _show_step() -> None:
-    """Put the innermost step in the shared buffer (and count it as a heartbeat)."""
-    counter, buffer = _shared
-    buffer.value = _steps[-1] if _steps else b""
-    counter.value += 1
-
 
 def _set_limits(limits: Limits) -> None:
     """This child's limits: address space, no core dumps."""
@@ -133,27 +86,27 @@ def _entry_message(entry: Entry) -> tuple[Any, ...]:
 def _child_main(conn: Any, shared: Any, uri: str, limits: Limits, mode: str,
                 keys: list[Any] | None, skip: int, bad: dict[str, str]) -> None:
     """A reading child: open the source, walk it, send each item after the first ``skip``."""
-    global _shared, _bad, _position
     try:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the parent
     except (OSError, AttributeError):
         pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what stops
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _shared, _bad = shared, dict(bad)
+    steps.start(shared, bad)
     src: Source | None = None
     try:
         _set_limits(limits)
         src = open_unguarded(uri, limits)
         items = iter(src.walk() if mode == "walk" else src.units() if mode == "units"
                      else src.walk_units(list(keys or ())))
-        for _position in itertools.count():
+        for position in itertools.count():
+            steps.at(position)
             item = next(items, _END)
             if item is _END:
                 break
-            if _position >= skip:
+            if position >= skip:
                 conn.send(_entry_message(item) if isinstance(item, Entry) else ("item", item))
-            beat()
+            steps.beat()
         conn.send(("end",))
     except HashsvcError as exc:
         conn.send(("raise", type(exc).__name__, str(exc)))
@@ -223,7 +176,7 @@ class _Child:
         self.limits = limits
         self.stopped = False
         self.counter = ctx.RawValue(ctypes.c_uint64, 0)
-        self.buffer = ctx.RawArray(ctypes.c_char, MARKER_BYTES)
+        self.buffer = ctx.RawArray(ctypes.c_char, steps.MARKER_BYTES)
         self.conn, child_end = ctx.Pipe(duplex=False)
         self.proc = ctx.Process(target=_child_main, name="hashsvc-reader", daemon=True,
                                 args=(child_end, (self.counter, self.buffer), uri, limits,
