@@ -4,11 +4,11 @@ Generates ``--files`` JPEGs (packaged photographs, cropped and grained; see comm
 ``--distinct`` pictures are repeated to fill the count), writes them to a folder and into a
 raw FAT32 (mkfs.fat + mtools) or ext4 (mke2fs -d) image, registers a small bank, and runs the
 embedded scan (every core) of each, alternately, keeping the best of ``--repeat``. Prints
-images/s for each and the time ratio disk/directory (and, for the cost of reading the image in
-a child process, the image scanned with the reader inline); the disk scan also reads the whole image
-once for its SHA-256 and MD5. The CPU seconds of the scanning process itself (walking and
-reading, and hashing the image) show the disk reader's own cost apart from the decoding, which
-is the same for both.
+images/s for each and the time ratio disk/directory, and, for the cost of reading a source in
+a child process as scans do, the image and the folder scanned with the reader inline. The disk
+scan also reads the whole image once for its SHA-256 and MD5. The CPU seconds of the scanning
+process itself (walking and reading, and hashing the image, where the reader is inline) show
+the reader's own cost apart from the decoding, which is the same for all.
 
     python benchmarks/bench_disk.py --files 3000
 """
@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         # and, for the cost of that, in the scanning process (both reader limits 0).
         in_process = {"reader_timeout_seconds": 0.0, "reader_memory_mb": 0}
         sources = {"directory": (tmp / "dump", {}), f"raw {args.fs} image": (image, {}),
-                   "image, reader inline": (image, in_process)}
+                   "image, reader inline": (image, in_process),
+                   "folder, reader inline": (tmp / "dump", in_process)}
         runs: dict[str, list[tuple[float, float]]] = {name: [] for name in sources}
         for _ in range(args.repeat):  # alternated, so that a busy moment hits all alike
             for name, (source, overrides) in sources.items():
@@ -131,10 +132,11 @@ def main(argv: list[str] | None = None) -> None:
             results[name] = args.files / wall
             print(f"{name:20s} {results[name]:7.1f} images/s (best of {len(times)}: "
                   f"{wall:.1f} s; scanning process {cpu:.1f} s CPU)")
-    directory, disk, inline = results.values()
+    directory, disk, inline, folder_inline = results.values()
     print(f"disk / directory: {directory / disk:.2f}x the time")
-    print(f"reader in a child / reader inline: {inline / disk:.2f}x the time (the child's own "
-          "CPU is not in the scanning process's figure above)")
+    print(f"reader in a child / reader inline: image {inline / disk:.2f}x, folder "
+          f"{folder_inline / directory:.2f}x the time (the child's own CPU is not in the "
+          "scanning process's figure above)")
     if args.json:
         args.json.write_text(json.dumps({"files": args.files, "fs": args.fs,
                                          "images_per_s": results}))

@@ -111,7 +111,8 @@ def read_located(source: str, locator: Locator, settings: Settings
 def _candidates(src: Any, locator: Locator) -> Walk:
     """Items of the source that may hold ``locator``: as few as the source allows."""
     first = locator.links[0]
-    if isinstance(src, DirectorySource) and first.kind == "fs":
+    reader = getattr(src, "inner", None) or src  # a folder's reader, read in its child
+    if isinstance(reader, DirectorySource) and first.kind == "fs":
         return src.walk_units([encode_relpath(first.name)])
     return src.walk()
 

@@ -138,7 +138,7 @@ def test_extracted_takeout_folder(store: Store, settings: Settings, tmp_path: Pa
     for name, data in takeout_members():
         put(root / name, data)
     source = open_source(root)
-    assert isinstance(source, ExportFolderSource)
+    assert isinstance(source.inner, ExportFolderSource)
     assert same_locators(source)
     report = scan(store, settings, root)
     [match] = report["matches"]
@@ -268,7 +268,7 @@ def test_ios_backup_names_files_by_device_path(store: Store, settings: Settings,
                       APP_FILE: b"\x00" * 100},
                missing=(MISSING,), stray={stray: copy_of("chelsea")})
     source = open_source(root)
-    assert isinstance(source, IosBackupSource)
+    assert isinstance(source.inner, IosBackupSource)
     assert same_locators(source)
     assert stored(*DCIM) in [u.key for u in source.units() if isinstance(u, Unit)]
 
@@ -412,7 +412,7 @@ def test_icloud_export_folder_and_zip(store: Store, settings: Settings, tmp_path
         (f"{part}/Photos/Photo Details-1.csv", icloud_csv([
             ("IMG_0003.JPG", "no", "no", "not a date")]))]))
     source = open_source(root)
-    assert isinstance(source, ExportFolderSource) and same_locators(source)
+    assert isinstance(source.inner, ExportFolderSource) and same_locators(source)
     report = scan(store, settings, root)
     found = by_path(report)
     assert attrs(found["iCloud Photos/Photos/IMG_0001.JPG"]) == {
@@ -468,7 +468,7 @@ def test_ordinary_folders_and_zips_are_not_exports(tmp_path: Path) -> None:
     put(root / "archive.zip", zip_bytes([("photos/IMG_1.jpg", copy_of("moon")),
                                          ("photos/IMG_1.jpg.json", b"{}")]))
     assert detect_folder(str(root), open_source(root).limits) is None
-    assert type(open_source(root)) is DirectorySource
+    assert type(open_source(root).inner) is DirectorySource
     items = list(walk(root))
     assert not [i for i in items if isinstance(i, EvidenceSeen)]
     assert all(not link.attrs for i in items if isinstance(i, Entry)
@@ -484,4 +484,4 @@ def test_takeout_folder_detection(tmp_path: Path, layout: str) -> None:
         put(root / "sub" / "Takeout" / "Google Photos" / "a.jpg", b"x")
     else:
         put(root / "Google Photos" / "a.jpg", b"x")
-    assert isinstance(open_source(root), ExportFolderSource)
+    assert isinstance(open_source(root).inner, ExportFolderSource)

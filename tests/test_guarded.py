@@ -219,3 +219,50 @@ def test_archive_reading_shows_the_reader_alive(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(steps, "_shared", None)  # outside a reading child: nothing counted
     budget.charge(4096)
     assert counter.value == 5
+
+
+def _hostile_walk(fileobj: Any, locator: Any, limits: Limits, depth: int, budget: Any
+                  ) -> Iterator[Any]:
+    """An archive reader that hangs or crashes, as its archive's first bytes say."""
+    if fileobj.read(16).startswith(b"HOSTILE-SEGV"):
+        os.kill(os.getpid(), signal.SIGSEGV)
+    time.sleep(3600)
+    yield from ()
+
+
+def test_a_hostile_archive_in_a_folder_costs_only_itself(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A folder is read in a reading child too: an archive in it whose reader hangs or
+    crashes is recorded as a Problem, and every other file of the folder is read once."""
+    from hashsvc.sources import archives, directory
+
+    hostile = archives.ContainerReader("hostile", lambda head: head.startswith(b"HOSTILE-"),
+                                       _hostile_walk, needs_seek=False)
+    real = directory.sniff_container
+    monkeypatch.setattr(directory, "sniff_container",
+                        lambda head: hostile if hostile.sniff(head) else real(head))
+    monkeypatch.setattr(guarded, "start_method", lambda: "fork")  # the child keeps the patch
+    root = tmp_path / "seized"
+    put(root / "a.jpg", jpeg(1))
+    put(root / "b-hangs.zip", b"HOSTILE-HANG" + b"\0" * 100)
+    put(root / "c.jpg", jpeg(2))
+    put(root / "d" / "crashes.zip", b"HOSTILE-SEGV" + b"\0" * 100)
+    put(root / "d" / "e.jpg", jpeg(3))
+    put(root / "f.tar", tar_bytes([("g.jpg", jpeg(4))]))
+    source = open_source(root, FAST)
+    assert isinstance(source, GuardedSource)
+    try:
+        items = list(source.walk())
+    finally:
+        source.close()
+    entries = sorted((i.info.locator.path, i.read()) for i in items if isinstance(i, Entry))
+    assert entries == [("a.jpg", jpeg(1)), ("c.jpg", jpeg(2)), ("d/e.jpg", jpeg(3)),
+                       ("f.tar/g.jpg", jpeg(4))]
+    problems = sorted((i.locator.path, i.stage, i.message) for i in items
+                      if isinstance(i, Problem) and not i.skipped)
+    assert problems == [
+        ("b-hangs.zip", "archive", "the reader exceeded the reader's time limit (1.5 s) "
+                                   "reading this hostile; it was not scanned in full"),
+        ("d/crashes.zip", "archive", "the reader crashed the reader process (signal 11, "
+                                     "SIGSEGV) reading this hostile; it was not scanned in "
+                                     "full")]

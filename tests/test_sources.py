@@ -30,7 +30,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from hashsvc.errors import HashsvcError, LimitExceeded, SourceError
-from hashsvc.sources import CONTAINERS, ContainerReader, Limits, sniff_container, walk
+from hashsvc.sources import (CONTAINERS, ContainerReader, Limits, open_local, sniff_container,
+                             walk)
 from hashsvc.sources import directory as directory_module
 from hashsvc.sources.archives import TAR_HEADER_CAP
 from hashsvc.sources.base import ContainerSeen, Entry, Item, Problem
@@ -587,14 +588,14 @@ def test_encrypted_7z_members_are_problems(tmp_path: Path) -> None:
 
 
 def test_streamed_member_reads_once_and_only_while_positioned(tmp_path: Path) -> None:
-    # In a folder, so read in this process (a file named as the source is read in a child,
-    # which reads each member as it sends it: tests/test_guarded.py).
-    put(tmp_path / "ev" / "s.tar", tar_bytes([("a.jpg", jpeg(1)), ("b.jpg", jpeg(2))]))
-    items = walk(tmp_path / "ev")
+    # The reader itself, in this process (a scan reads the source in a child, which reads each
+    # member as it sends it: tests/test_guarded.py).
+    put(tmp_path / "s.tar", tar_bytes([("a.jpg", jpeg(1)), ("b.jpg", jpeg(2))]))
+    items = open_local(str(tmp_path / "s.tar")).walk()
     entries = [i for i in items if isinstance(i, Entry)]  # walks on without reading
     with pytest.raises(SourceError, match="moved past"):
         entries[0].read()
-    items = walk(tmp_path / "ev")
+    items = open_local(str(tmp_path / "s.tar")).walk()
     first = next(i for i in items if isinstance(i, Entry))
     assert first.read() == jpeg(1)
     with pytest.raises(SourceError, match="once"):

@@ -51,6 +51,7 @@ __all__ = [
     "Source",
     "Unit",
     "Walk",
+    "open_local",
     "open_source",
     "read_fs_file",
     "sniff_container",
@@ -66,8 +67,9 @@ def open_source(source: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS)
 
     ``s3://bucket/prefix`` is an S3 source; a folder is read as a phone extraction or backup
     where it has the marks of one, else as a plain folder; a file is read as a disk image (raw
-    or E01) where it has a partition table or a file system, else as an archive or a picture;
-    a file is read in a child process under the reader's limits (:mod:`.guarded`).
+    or E01) where it has a partition table or a file system, else as an archive or a picture.
+    A folder or a file is read in a child process under the reader's limits (a
+    :class:`~hashsvc.sources.guarded.GuardedSource`, whose ``inner`` is the reader of a folder).
     Raises SourceError at once if the source does not exist.
     """
     uri = os.fsdecode(source)
@@ -75,18 +77,26 @@ def open_source(source: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS)
         from hashsvc.sources.s3 import S3Source
 
         return S3Source(uri, limits)
+    if not os.path.isdir(uri) and not os.path.lexists(uri):
+        raise SourceError(f"evidence source not found: {uri}")
+    from hashsvc.sources.guarded import GuardedSource
+    from hashsvc.sources.steps import in_reader
+
+    if in_reader() or not (limits.reader_timeout_seconds or limits.reader_memory_mb):
+        return open_local(uri, limits)
+    inner = open_local(uri, limits) if os.path.isdir(uri) else None  # recognised cheaply
+    return GuardedSource(uri, limits, inner)
+
+
+def open_local(uri: str, limits: Limits = DEFAULT_LIMITS) -> Source:
+    """The reader itself of a folder or a file (:func:`open_source` reads it in a child)."""
     if os.path.isdir(uri):
         from hashsvc.sources.extractions import detect_folder
 
         return detect_folder(uri, limits) or DirectorySource(uri, limits)
-    if os.path.lexists(uri):
-        from hashsvc.sources.guarded import GuardedSource, open_unguarded
-        from hashsvc.sources.steps import in_reader
+    from hashsvc.sources.disk import detect_disk_image
 
-        if in_reader() or not (limits.reader_timeout_seconds or limits.reader_memory_mb):
-            return open_unguarded(uri, limits)
-        return GuardedSource(uri, limits)
-    raise SourceError(f"evidence source not found: {uri}")
+    return detect_disk_image(uri, limits) or FileSource(uri, limits)
 
 
 def walk(source: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> Walk:

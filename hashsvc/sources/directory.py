@@ -7,9 +7,10 @@ disk; any other regular file becomes an Entry that a worker process can read by 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import stat
-import base64
 from collections.abc import Iterator
 from functools import partial
 from typing import Any, BinaryIO
@@ -18,6 +19,7 @@ from hashsvc.errors import LimitExceeded, SourceError
 from hashsvc.locators import Link, Locator
 from hashsvc.sources.archives import SKIP_MESSAGES, sniff_container, walk_container
 from hashsvc.sources.base import Entry, FileInfo, Limits, Listing, Problem, Source, Unit, Walk
+from hashsvc.sources.steps import checkpoint, done
 from hashsvc.sources.streams import HEAD_BYTES, Budget
 
 # O_NOFOLLOW and the S_ISREG check close the gap between listing a name and opening it, in which
@@ -86,8 +88,19 @@ def walk_fs_file(path: str, locator: Locator, limits: Limits) -> Walk:
             return
         info = FileInfo(locator, st.st_size, st.st_mtime)
         if reader is not None:
-            budget = Budget(limits.max_expanded_bytes)
-            yield from walk_container(reader, fh, info, limits, 1, budget)
+            # One named step: where its reader stalls or crashes on it, a fresh reading child
+            # records the archive as a Problem and goes on with the next file.
+            step = "fs:" + hashlib.blake2b(os.fsencode(path), digest_size=16).hexdigest()
+            why = checkpoint(step)
+            if why is not None:
+                yield Problem(locator, "archive", f"the reader {why} reading this "
+                                                  f"{reader.name}; it was not scanned in full")
+                return
+            try:
+                yield from walk_container(reader, fh, info, limits, 1,
+                                          Budget(limits.max_expanded_bytes))
+            finally:
+                done()
             return
     yield Entry(info, partial(read_fs_file, path, limits), fs_path=path)
 

@@ -3,8 +3,9 @@
 The Sleuth Kit, libewf and the archive and PDF readers parse hostile bytes too, and a decoder's
 limits (:mod:`hashsvc.isolation`) do not reach them: a damaged ext2 inode can keep The Sleuth
 Kit busy for minutes inside one C call, which no signal interrupts. So a source that is a file
-(a disk image, an archive, a PDF, a picture) is read by a :class:`GuardedSource`: the real
-reader runs in a child process that streams its items to the scanning process.
+(a disk image, an archive, a PDF, a picture) or a folder (with the archives and PDFs in it) is
+read by a :class:`GuardedSource`: the real reader runs in a child process that streams its
+items to the scanning process. (S3 sources are read in the scanning process.)
 
 * The child sets an address-space limit (``reader_memory_mb`` beyond what it had mapped once
   started) and no core dumps, and dies with its parent.
@@ -12,8 +13,8 @@ reader runs in a child process that streams its items to the scanning process.
   that it is alive by each item it sends and by heartbeats from long, legitimate work (hashing
   the media, reading a large file, every member byte an archive reader decompresses); a child
   silent past the limit is killed.
-* Before each step that may stall (listing the next entry of a folder, opening a file by its
-  inode), a reader names it (:func:`~hashsvc.sources.steps.checkpoint`). When the child stalls
+* Before each step that may stall (a disk image's next folder entry, a file opened by its
+  inode; an archive or PDF in a folder), a reader names it (:func:`~hashsvc.sources.steps.checkpoint`). When the child stalls
   or crashes, the innermost step it was in is marked bad and a fresh child walks the source
   again, sending nothing it sent before the step began and, at the bad step, yielding a Problem
   instead of taking it: the rest of the source is still read, and nothing is sent twice.
@@ -122,11 +123,10 @@ def _child_main(conn: Any, shared: Any, uri: str, limits: Limits, mode: str,
 
 
 def open_unguarded(uri: str, limits: Limits) -> Source:
-    """The real reader of a file source (in a reading child)."""
-    from hashsvc.sources.disk import detect_disk_image
-    from hashsvc.sources.directory import FileSource
+    """The real reader of a folder or a file (in a reading child)."""
+    from hashsvc.sources import open_local
 
-    return detect_disk_image(uri, limits) or FileSource(uri, limits)
+    return open_local(uri, limits)
 
 
 # -- in the scanning process -----------------------------------------------------------------
@@ -223,12 +223,18 @@ class _Child:
 
 
 class GuardedSource(Source):
-    """A file source read in a child process (see the module's documentation)."""
+    """A folder or file source read in a child process (see the module's documentation).
 
-    kind = "file"
+    ``inner`` is the reader the child uses, where the scanning process knows it (a folder's,
+    recognised by a cheap look at its listing; a file's is chosen in the child, since telling a
+    disk image needs The Sleuth Kit); it is never walked here.
+    """
 
-    def __init__(self, uri: str, limits: Limits) -> None:
-        super().__init__(uri, limits)
+    kind = "guarded"
+
+    def __init__(self, uri: str, limits: Limits, inner: Source | None = None) -> None:
+        super().__init__(os.path.abspath(uri), limits)  # the child may start elsewhere
+        self.inner = inner
         self._children: set[_Child] = set()
 
     @property
