@@ -48,6 +48,10 @@ from hashsvc.errors import HashsvcError
 
 log = logging.getLogger(__name__)
 
+#: Modules the forkserver imports once, so that each child it starts has them (the first pool
+#: or reader to start the forkserver sets them; later settings have no effect).
+FORKSERVER_PRELOAD = ("hashsvc.pipeline", "cv2")
+
 #: Open files a decoding child may have beyond those it inherited.
 EXTRA_OPEN_FILES = 64
 
@@ -305,7 +309,7 @@ class IsolatedPool:
 
     def __init__(self, workers: int, fn: Callable[[Any], Any], limits: DecodeLimits,
                  method: str = "forkserver", initializer: Callable[[], None] | None = None,
-                 preload: Sequence[str] = ("hashsvc.pipeline", "cv2")) -> None:
+                 preload: Sequence[str] = FORKSERVER_PRELOAD) -> None:
         self.workers = max(1, workers)
         self.fn = fn
         self.limits = limits

@@ -71,8 +71,12 @@ from test_sources import sevenzip_bytes
 MiB = 1024 * 1024
 #: Pixels a fuzzed picture may declare (the pixel limit is what is under test, not its size).
 MAX_PIXELS = 4_000_000
+#: The readers run in this process (reader limits 0), where the guard bounds each example and
+#: a failure shows its traceback; a scan runs them in a reading child (tests/test_guarded.py),
+#: as the disk-image target below does, whose stalls only a reading child can bound.
 LIMITS = Limits(max_file_bytes=8 * MiB, max_archive_depth=6, max_archive_members=5000,
-                max_expanded_bytes=32 * MiB, max_ratio=200.0, ratio_floor_bytes=2 * MiB)
+                max_expanded_bytes=32 * MiB, max_ratio=200.0, ratio_floor_bytes=2 * MiB,
+                reader_timeout_seconds=0, reader_memory_mb=0)
 VIDEO_LIMITS = VideoLimits(max_seconds=60.0, time_budget=5.0, max_frames_decoded=5000,
                            max_frame_pixels=MAX_PIXELS)
 

@@ -4,6 +4,7 @@ in the source comes through exactly once, and a legitimately long step is not cu
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import time
@@ -65,7 +66,11 @@ class Scripted(Source):
             elif kind == "hang":
                 time.sleep(3600)
             elif kind == "crash":
+                faulthandler.disable()  # pytest's, inherited by the fork: no dump in the log
                 os.kill(os.getpid(), signal.SIGSEGV)
+            elif kind == "write":  # a reader that tries to write a file
+                with open(action[1], "wb") as fh:
+                    fh.write(b"evidence")
             elif kind == "hog":
                 hoard = [bytearray(64 * 1024 * 1024) for _ in range(1000)]
                 yield _entry(str(len(hoard)))
@@ -225,6 +230,7 @@ def _hostile_walk(fileobj: Any, locator: Any, limits: Limits, depth: int, budget
                   ) -> Iterator[Any]:
     """An archive reader that hangs or crashes, as its archive's first bytes say."""
     if fileobj.read(16).startswith(b"HOSTILE-SEGV"):
+        faulthandler.disable()
         os.kill(os.getpid(), signal.SIGSEGV)
     time.sleep(3600)
     yield from ()
@@ -266,3 +272,12 @@ def test_a_hostile_archive_in_a_folder_costs_only_itself(
         ("d/crashes.zip", "archive", "the reader crashed the reader process (signal 11, "
                                      "SIGSEGV) reading this hostile; it was not scanned in "
                                      "full")]
+
+
+def test_a_reader_cannot_write_a_file(scripted: Any, tmp_path: Path) -> None:
+    target = tmp_path / "extracted.jpg"
+    out = scripted([("item", "a"), ("write", str(target)), ("item", "b")])
+    assert out[0] == ("entry", "a", b"a")
+    assert out[1][:2] == ("problem", "ev.bin")
+    assert "the reader failed: OSError: [Errno 27] File too large" in out[1][2]
+    assert len(out) == 2 and (not target.exists() or target.stat().st_size == 0)

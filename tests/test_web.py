@@ -1097,7 +1097,9 @@ def test_browser_analyst_confirms_and_downloads_the_report(chromium: Any, web: A
         shot(page, "analyst-candidates")
         first = page.locator("tr", has=page.get_by_text("first.jpg", exact=True))
         first.get_by_role("button", name="Reveal").click()
-        wait_until(page, "document.querySelector('img.thumb').src.includes('reveal=1')")
+        # The revealed picture loaded (made in a reading and a decoding child: a moment).
+        wait_until(page, "(() => { const i = document.querySelector('img.thumb'); return "
+                         "i.src.includes('reveal=1') && i.complete && i.naturalWidth > 0; })()")
         page.get_by_label("Your name (the reviewer)", exact=True).fill("DC Smith")
         first.get_by_role("button", name=re.compile("^Confirm candidate")).click()
         page.wait_for_selector(".message.ok")

@@ -8,7 +8,7 @@ read by a :class:`GuardedSource`: the real reader runs in a child process that s
 items to the scanning process. (S3 sources are read in the scanning process.)
 
 * The child sets an address-space limit (``reader_memory_mb`` beyond what it had mapped once
-  started) and no core dumps, and dies with its parent.
+  started), no core dumps and no file size (it cannot write a file), and dies with its parent.
 * The scanning process waits at most ``reader_timeout_seconds`` for each item. The child shows
   that it is alive by each item it sends and by heartbeats from long, legitimate work (hashing
   the media, reading a large file, every member byte an archive reader decompresses); a child
@@ -43,7 +43,7 @@ from typing import Any
 
 from hashsvc import errors
 from hashsvc.errors import HashsvcError, SourceError
-from hashsvc.isolation import exit_description, start_method
+from hashsvc.isolation import FORKSERVER_PRELOAD, exit_description, start_method
 from hashsvc.locators import Locator
 from hashsvc.sources import steps
 from hashsvc.sources.base import Entry, Limits, Listing, Problem, Source, Walk
@@ -62,8 +62,11 @@ POLL_SECONDS = 0.5
 # -- in the child ----------------------------------------------------------------------------
 
 def _set_limits(limits: Limits) -> None:
-    """This child's limits: address space, no core dumps."""
+    """This child's limits: address space, no core dumps, no file written (a reader writes
+    nothing; one that tries gets EFBIG, not SIGXFSZ; pipes are not files)."""
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
     if limits.reader_memory_mb > 0:
         with open("/proc/self/statm") as fh:
             base = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
@@ -258,7 +261,10 @@ class GuardedSource(Source):
 
     def _run(self, mode: str, keys: list[Any] | None) -> Iterator[Any]:
         """The items of one pass, child after child until the pass ends."""
-        ctx = multiprocessing.get_context(start_method())
+        method = start_method()
+        ctx = multiprocessing.get_context(method)
+        if method == "forkserver":  # as decoding pools do, whichever starts the server first
+            ctx.set_forkserver_preload(list(FORKSERVER_PRELOAD))
         delivered = 0
         bad: dict[str, str] = {}
         while True:
