@@ -41,11 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import write_json  # noqa: E402
 from benchmarks.lookup_bank import (  # noqa: E402
     add_bank_options,
-    BankSpec,
-    bank_pdq,
-    ensure_bank,
+    bank_and_queries,
     image_cases,
-    near_copies,
 )
 from hashsvc.hashing import VARIANT_SLOTS  # noqa: E402
 from hashsvc.index import codes_to_hex  # noqa: E402
@@ -62,14 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         bank = args.bank or tmp / "bank"
         settings = load_settings(env={}, data_dir=str(bank))
-        spec = BankSpec(images=args.hashes // args.variants, variants=args.variants,
-                        seed=args.seed)
-        meta = ensure_bank(settings, spec, log=_log)
-        codes, ids = bank_pdq(settings.db_url)
-        rng = np.random.default_rng(args.seed + 2)
-        queries, planted = near_copies(codes, ids, args.queries,
-                                       int(args.queries * args.planted_share), args.distance, rng)
-        del codes, ids
+        made = bank_and_queries(settings, args, args.distance, 2, _log)
+        meta, queries, planted, rng = made.meta, made.queries, made.planted, made.rng
+        del made
         query_file = tmp / "queries.jsonl"
         query_file.write_text("".join(json.dumps({"hashes": hashes}) + "\n"
                                       for hashes in _query_hashes(queries, args.full_lines, rng)))

@@ -104,7 +104,7 @@ def _log(message: str) -> None:
 
 def _server_side(args: argparse.Namespace) -> int:
     """Build or reuse the bank, serve it, check answers, run the client, report."""
-    from benchmarks.lookup_bank import BankSpec, bank_pdq, ensure_bank, near_copies
+    from benchmarks.lookup_bank import bank_and_queries
     from hashsvc.index import codes_to_hex
     from hashsvc.settings import load_settings
 
@@ -113,13 +113,10 @@ def _server_side(args: argparse.Namespace) -> int:
         bank = args.bank or tmp / "bank"
         database_url = stack.enter_context(_pg_database(args.pg)) if args.pg else ""
         settings = load_settings(env={}, data_dir=str(bank), database_url=database_url)
-        spec = BankSpec(images=args.hashes // args.variants, variants=args.variants,
-                        seed=args.seed)
-        meta = ensure_bank(settings, spec, log=_log)
-        codes, ids = bank_pdq(settings.db_url)
-        rng = np.random.default_rng(args.seed + 3)
-        queries, planted = near_copies(codes, ids, args.queries,
-                                       int(args.queries * args.planted_share), 31, rng)
+        made = bank_and_queries(settings, args, 31, 3, _log)
+        meta, codes, ids, queries, planted = (made.meta, made.codes, made.ids, made.queries,
+                                              made.planted)
+        del made
         values = codes_to_hex(queries)
         query_file = tmp / "queries.json"
         query_file.write_text(json.dumps(values))

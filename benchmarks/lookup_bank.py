@@ -405,3 +405,28 @@ def image_cases(db_url: str, image_ids: set[int]) -> dict[int, str]:
             )).all())
     engine.dispose()
     return out
+
+
+@dataclass
+class Planted:
+    """A bank made for a lookup benchmark and the queries against it."""
+
+    meta: dict[str, Any]  # what ensure_bank reports of the bank
+    codes: np.ndarray  # every banked PDQ code ...
+    ids: np.ndarray  # ... and its image id
+    queries: np.ndarray  # PDQ codes to look up
+    planted: dict[int, int]  # query number -> the image id it is a near copy of
+    rng: np.random.Generator  # the generator that drew them, for more draws
+
+
+def bank_and_queries(settings: Settings, args: Any, distance: int, seed_offset: int,
+                     log: Any) -> Planted:
+    """The bank ``add_bank_options`` asks for (made once, then reused) and ``args.queries``
+    queries, ``args.planted_share`` of them copies of banked codes ``distance`` bits away."""
+    spec = BankSpec(images=args.hashes // args.variants, variants=args.variants, seed=args.seed)
+    meta = ensure_bank(settings, spec, log=log)
+    codes, ids = bank_pdq(settings.db_url)
+    rng = np.random.default_rng(args.seed + seed_offset)
+    queries, planted = near_copies(codes, ids, args.queries,
+                                   int(args.queries * args.planted_share), distance, rng)
+    return Planted(meta, codes, ids, queries, planted, rng)

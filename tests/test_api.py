@@ -67,15 +67,19 @@ def api_settings(base: Settings, tmp_path: Path, **changes: Any) -> Settings:
     return base.replace(**values)
 
 
+def store_settings(request: pytest.FixtureRequest) -> Settings:
+    """The base settings of a test parametrised over "sqlite" and "postgresql" (the
+    PostgreSQL store is emptied after the test)."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("settings")  # type: ignore[no-any-return]
+    request.getfixturevalue("pg_store")  # truncates every table after the test
+    return request.getfixturevalue("pg_settings")  # type: ignore[no-any-return]
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Api]:
     """The API on the embedded store and on PostgreSQL (emptied after the test)."""
-    if request.param == "sqlite":
-        base = request.getfixturevalue("settings")
-    else:
-        base = request.getfixturevalue("pg_settings")
-        request.getfixturevalue("pg_store")  # truncates every table after the test
-    made = make_api(api_settings(base, tmp_path))
+    made = make_api(api_settings(store_settings(request), tmp_path))
     yield made
     made.store.close()
 

@@ -25,7 +25,8 @@ from hashsvc.api.openapi import document
 from hashsvc.settings import Settings
 
 from conftest import encode, noise_image
-from test_api import Api, api_settings, hash_line, make_api, new_case, wait_for_scan
+from test_api import (Api, api_settings, hash_line, make_api, new_case, store_settings,
+                      wait_for_scan)
 
 #: Bytes that are not JSON (or not what a JSON parser should take).
 MALFORMED = [b"", b"{", b"[", b"}", b'{"a":}', b"{'a': 1}", b'{"a": 1} trailing', b"\xff\xfe\x00",
@@ -63,12 +64,7 @@ class World:
 def world(request: pytest.FixtureRequest, tmp_path: Path,
           monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     jobs = pytest.importorskip("workers.jobs")
-    if request.param == "sqlite":
-        base = request.getfixturevalue("settings")
-    else:
-        base = request.getfixturevalue("pg_settings")
-        request.getfixturevalue("pg_store")  # emptied after the test
-    api = make_api(api_settings(base, tmp_path))
+    api = make_api(api_settings(store_settings(request), tmp_path))
     case = new_case(api)
     line = hash_line(11)
     api.call("POST", f"/v1/cases/{case['case_id']}/hashes", "charity", json=[line])

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import base64
 import hmac
 import inspect
 import json
@@ -22,7 +21,7 @@ import re
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import MetaData, select, text
@@ -32,27 +31,12 @@ from hashsvc.settings import Settings
 from hashsvc.store import Store
 
 from conftest import encode, noise_image
-from test_api import Api, api_settings, hash_line, make_api, new_case, wait_for_scan
+from test_api import (Api, api, api_settings, hash_line, make_api,  # noqa: F401 (api)
+                      new_case, wait_for_scan)
+from test_victims import basic
 
 #: Hex digits of every length a hash value has (md5, pHash/dHash, sha256/PDQ).
 HEX = re.compile(r"[0-9a-fA-F]{16,}")
-
-
-def basic(ref: str, secret: str) -> dict[str, str]:
-    token = base64.b64encode(f"{ref}:{secret}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Api]:
-    if request.param == "sqlite":
-        base = request.getfixturevalue("settings")
-    else:
-        base = request.getfixturevalue("pg_settings")
-        request.getfixturevalue("pg_store")  # emptied after the test
-    made = make_api(api_settings(base, tmp_path))
-    yield made
-    made.store.close()
 
 
 # --- secrets at rest and their comparison -------------------------------------------------------
